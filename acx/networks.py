@@ -1,0 +1,315 @@
+"""Actor-critic networks: an encoder per head (or one shared trunk), a policy head, a value head.
+
+Built by Hydra from ``conf/network/*.yaml`` with the env's spaces passed at instantiation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+INITS = ("default", "orthogonal", "kaiming_normal")
+
+
+def init_layer(layer: nn.Module, scheme: str, gain: float) -> None:
+    """Initialise one Linear/Conv layer in place; 'default' keeps PyTorch's own init."""
+    if not isinstance(layer, (nn.Linear, nn.Conv2d)) or scheme == "default":
+        return
+    if scheme == "orthogonal":
+        nn.init.orthogonal_(layer.weight, gain=gain)
+    elif scheme == "kaiming_normal":  # std sqrt(2 / fan_in): seed 004's "init_xavier_weights"
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    else:
+        raise ValueError(f"network.init must be one of {INITS}, got {scheme!r}")
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def mlp(
+    in_dim: int,
+    hidden_sizes: Sequence[int],
+    activation: str = "tanh",
+    layer_norm: bool = False,
+    bias: bool = True,
+) -> nn.Sequential:
+    """Linear -> activation (-> LayerNorm) blocks, in the order seed 000 uses."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(in_dim, size, bias=bias), ACTIVATIONS[activation]()]
+        if layer_norm:
+            layers.append(nn.LayerNorm(size))
+        in_dim = size
+    return nn.Sequential(*layers)
+
+
+def head_mlp(in_dim: int, out_dim: int, hidden: int = 0, bias: bool = True) -> nn.Module:
+    """The output layer of a head, with an optional hidden layer in front (seed 002's 512 units)."""
+    if not hidden:
+        return nn.Linear(in_dim, out_dim, bias=bias)
+    return nn.Sequential(nn.Linear(in_dim, hidden, bias=bias), nn.ReLU(), nn.Linear(hidden, out_dim, bias=bias))
+
+
+def last_linear(module: nn.Module) -> nn.Linear:
+    """The output layer of a head (which gets its own init gain)."""
+    return [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+
+
+class NatureCNN(nn.Sequential):
+    """The DQN Nature trunk: 3 conv layers and a flatten, on uint8 images scaled to [0, 1] here."""
+
+    def __init__(self, in_channels: int, image_hw: tuple[int, int]):
+        super().__init__(
+            nn.Conv2d(in_channels, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            self.out_dim = int(super().forward(torch.zeros(1, in_channels, *image_hw)).shape[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float() / 255.0)
+
+
+class CategoricalHead(nn.Module):
+    """Logits over discrete actions; sampling by the Gumbel-max trick, without torch.distributions."""
+
+    def __init__(self, in_dim: int, n_actions: int, hidden: int = 0):
+        super().__init__()
+        self.out = head_mlp(in_dim, n_actions, hidden)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.log_softmax(self.out(features), dim=-1)
+
+    def sample(self, logp: Tensor) -> Tensor:
+        gumbel = -torch.log(-torch.log(torch.rand_like(logp).clamp_(min=1e-20)))
+        return torch.argmax(logp + gumbel, dim=-1)
+
+    def mode(self, logp: Tensor) -> Tensor:
+        return torch.argmax(logp, dim=-1)
+
+    def log_prob(self, logp: Tensor, actions: Tensor) -> Tensor:
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self, logp: Tensor) -> Tensor:
+        return -(logp.exp() * logp).sum(-1)
+
+    def std(self, logp: Tensor) -> Tensor | None:
+        return None
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian over Box actions.
+
+    ``log_std``: 'state_dependent' (a linear head, seed 001) or 'state_independent' (a parameter).
+    ``mean_bound``: squash the mean into the action box with tanh (seed 001's ``2 * tanh``), or leave
+    it free; sampled actions are clipped to the box by the env side either way, and the log-prob is
+    taken on the unclipped sample.
+    """
+
+    LOG_2PI = math.log(2 * math.pi)
+
+    def __init__(
+        self,
+        in_dim: int,
+        action_space: gym.spaces.Box,
+        log_std: str = "state_independent",
+        log_std_init: float = 0.0,
+        log_std_bounds: Sequence[float] = (-20.0, 2.0),
+        mean_bound: bool = False,
+    ):
+        super().__init__()
+        dim = int(np.prod(action_space.shape))
+        self.mean = nn.Linear(in_dim, dim)
+        if log_std == "state_dependent":
+            self.log_std_head: nn.Linear | None = nn.Linear(in_dim, dim)
+            self.log_std_param = None
+        elif log_std == "state_independent":
+            self.log_std_head = None
+            self.log_std_param = nn.Parameter(torch.full((dim,), float(log_std_init)))
+        else:
+            raise ValueError(f"log_std must be 'state_dependent' or 'state_independent', got {log_std!r}")
+        self.log_std_min, self.log_std_max = (float(b) for b in log_std_bounds)
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
+        self.mean_bound = mean_bound
+        self.register_buffer("scale", (high - low) / 2)
+        self.register_buffer("center", (high + low) / 2)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        mean = self.mean(features)
+        if self.mean_bound:
+            mean = torch.tanh(mean) * self.scale + self.center
+        if self.log_std_head is not None:
+            log_std = self.log_std_head(features)
+        else:
+            log_std = self.log_std_param.expand_as(mean)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        mean, log_std = out
+        return mean + log_std.exp() * torch.randn_like(mean)
+
+    def mode(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        return out[0]
+
+    def log_prob(self, out: tuple[Tensor, Tensor], actions: Tensor) -> Tensor:
+        mean, log_std = out
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * self.LOG_2PI).sum(-1)
+
+    def entropy(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        return (0.5 + 0.5 * self.LOG_2PI + out[1]).sum(-1)
+
+    def std(self, out: tuple[Tensor, Tensor]) -> Tensor | None:
+        return out[1].exp()
+
+
+class ActorCritic(nn.Module):
+    """Policy and value function; ``shared`` encoders mean one trunk feeds both heads."""
+
+    def __init__(
+        self, actor_encoder: nn.Module, critic_encoder: nn.Module | None, policy_head: nn.Module, value_head: nn.Module
+    ):
+        super().__init__()
+        self.actor_encoder = actor_encoder
+        self.critic_encoder = critic_encoder  # None: the critic reads the actor's trunk
+        self.policy_head = policy_head
+        self.value_head = value_head
+
+    @property
+    def shared(self) -> bool:
+        return self.critic_encoder is None
+
+    def forward(self, obs: Tensor):
+        """Policy output (log-probs, or mean and log-std) and V(s) for a batch of observations."""
+        features = self.actor_encoder(obs)
+        critic_features = features if self.critic_encoder is None else self.critic_encoder(obs)
+        return self.policy_head(features), self.value_head(critic_features).squeeze(-1)
+
+    def value(self, obs: Tensor) -> Tensor:
+        encoder = self.actor_encoder if self.critic_encoder is None else self.critic_encoder
+        return self.value_head(encoder(obs)).squeeze(-1)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Action and V(s); call under torch.inference_mode during collection."""
+        pi, value = self(obs)
+        action = self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)
+        return action, value
+
+    def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Log-prob and entropy of given actions, V(s), and the policy std (None for discrete)."""
+        pi, value = self(obs)
+        head = self.policy_head
+        return head.log_prob(pi, actions), head.entropy(pi), value, head.std(pi)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by optimizer group: 'all', and 'actor'/'critic' when no trunk is shared."""
+        groups = {"all": list(self.parameters())}
+        if not self.shared:
+            groups["actor"] = [*self.actor_encoder.parameters(), *self.policy_head.parameters()]
+            groups["critic"] = [*self.critic_encoder.parameters(), *self.value_head.parameters()]
+        return groups
+
+
+def _policy_head(in_dim: int, action_space: gym.Space, gaussian: dict | None, hidden: int = 0) -> nn.Module:
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalHead(in_dim, int(action_space.n), hidden)
+    if isinstance(action_space, gym.spaces.Box):
+        if hidden:
+            raise ValueError("a hidden policy layer is supported for discrete actions only")
+        return GaussianHead(in_dim, action_space, **(gaussian or {}))
+    raise ValueError(f"action space {action_space} is not supported (Discrete or Box only)")
+
+
+def _initialise(net: ActorCritic, init: str, gain: float, policy_gain: float, value_gain: float) -> ActorCritic:
+    if init not in INITS:
+        raise ValueError(f"network.init must be one of {INITS}, got {init!r}")
+    for layer in net.modules():
+        init_layer(layer, init, gain)
+    # output layers: small policy gain keeps the first policy near uniform (CleanRL, SB3)
+    head = net.policy_head
+    if isinstance(head, CategoricalHead):
+        init_layer(last_linear(head.out), init, policy_gain)
+    else:
+        init_layer(head.mean, init, policy_gain)
+        if head.log_std_head is not None:
+            init_layer(head.log_std_head, init, policy_gain)
+    init_layer(last_linear(net.value_head), init, value_gain)
+    return net
+
+
+def mlp_actor_critic(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    layer_norm: bool = False,
+    shared: bool = False,
+    bias: bool = True,
+    init: str = "orthogonal",
+    init_gain: float = math.sqrt(2),
+    policy_init_gain: float = 0.01,
+    value_init_gain: float = 1.0,
+    gaussian: dict | None = None,
+) -> ActorCritic:
+    """MLP actor-critic for flat observations: separate MLPs, or one shared trunk (``shared``)."""
+    if len(observation_space.shape or ()) != 1:
+        raise ValueError(
+            f"network=mlp needs flat vector observations, got shape {observation_space.shape}; use network=cnn"
+        )
+    in_dim = int(observation_space.shape[0])
+    hidden_sizes = list(hidden_sizes)
+    if not hidden_sizes:
+        raise ValueError("network.hidden_sizes must name at least one layer size")
+    actor = mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
+    critic = None if shared else mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
+    feat = hidden_sizes[-1]
+    policy_head = _policy_head(feat, action_space, gaussian)
+    if not bias:  # seed 004 has no biases anywhere
+        for layer in policy_head.modules():
+            if isinstance(layer, nn.Linear):
+                layer.register_parameter("bias", None)
+    value_head = head_mlp(feat, 1, bias=bias)
+    net = ActorCritic(actor, critic, policy_head, value_head)
+    return _initialise(net, init, init_gain, policy_init_gain, value_init_gain)
+
+
+def cnn_actor_critic(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    head_hidden: int = 0,
+    features: int = 512,
+    init: str = "orthogonal",
+    init_gain: float = math.sqrt(2),
+    policy_init_gain: float = 0.01,
+    value_init_gain: float = 1.0,
+) -> ActorCritic:
+    """Nature-CNN trunk shared by both heads, on (C, H, W) uint8 frame stacks.
+
+    ``head_hidden=0``: one 512-unit layer shared by both heads (CleanRL, SB3).
+    ``head_hidden=512``: seed 002's layout, the conv trunk then a separate 512-unit MLP per head.
+    """
+    shape = observation_space.shape or ()
+    if len(shape) != 3:
+        raise ValueError(f"network=cnn needs image observations (C, H, W), got shape {shape}; use network=mlp")
+    cnn = NatureCNN(shape[0], (shape[1], shape[2]))
+    if head_hidden:
+        trunk: nn.Module = cnn
+        feat = cnn.out_dim
+    else:
+        trunk = nn.Sequential(cnn, nn.Linear(cnn.out_dim, features), nn.ReLU())
+        feat = features
+    policy_head = _policy_head(feat, action_space, None, hidden=head_hidden)
+    value_head = head_mlp(feat, 1, head_hidden)
+    net = ActorCritic(trunk, None, policy_head, value_head)
+    return _initialise(net, init, init_gain, policy_init_gain, value_init_gain)

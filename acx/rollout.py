@@ -1,0 +1,145 @@
+"""Rollout collection: step the vector env with the current policy into pre-allocated (T, N) storage.
+
+The schedule is the one place where the variants differ in *when* they learn: ``n_steps`` fixed
+(TD(0): k transitions from one env; n-step: T steps from N envs), or ``n_steps=None``: until the
+episode ends (Monte-Carlo; one env).
+
+Vector envs use Gymnasium's next-step autoreset: the observation returned with ``done`` is the real
+final observation, and the *following* step of that env only resets it (its action is ignored). So
+``obs[t + 1]`` is always the true next observation of step t, ``next_values[t] = values[t + 1]``
+bootstraps truncations correctly, and the reset steps are marked invalid and masked out of the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from acx.networks import ActorCritic
+
+
+@dataclass
+class Rollout:
+    """One batch of (T, N) transitions; ``valid`` is False on autoreset steps."""
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    done: Tensor
+    valid: Tensor
+    values: Tensor
+    next_values: Tensor
+    episode_returns: list[float]
+    episode_lengths: list[int]
+
+    @property
+    def num_transitions(self) -> int:
+        return int(self.valid.sum())
+
+
+class RolloutCollector:
+    """Keeps the vector env's state between rollouts and fills storage for each one."""
+
+    def __init__(
+        self,
+        envs,
+        net: ActorCritic,
+        n_steps: int | None,
+        device: torch.device,
+        env_actions: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+        initial_capacity: int = 512,
+    ):
+        if n_steps is None and envs.num_envs != 1:
+            raise ValueError("the episodic (Monte-Carlo) variant collects whole episodes from one env: set algo.num_envs=1")
+        self.envs, self.net, self.n_steps, self.device = envs, net, n_steps, device
+        self.env_actions = env_actions
+        self.num_envs = envs.num_envs
+        obs, _ = envs.reset()
+        self.obs = obs
+        self.autoreset = np.zeros(self.num_envs, dtype=bool)
+        self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        capacity = n_steps if n_steps is not None else initial_capacity
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        n, dev = self.num_envs, self.device
+        space = self.envs.single_action_space
+        obs_shape = self.envs.single_observation_space.shape
+        obs_dtype = torch.uint8 if self.envs.single_observation_space.dtype == np.uint8 else torch.float32
+        act_shape = space.shape if space.shape else ()
+        act_dtype = torch.float32 if np.issubdtype(space.dtype, np.floating) else torch.long
+        self.capacity = capacity
+        self.buf_obs = torch.zeros((capacity, n, *obs_shape), dtype=obs_dtype, device=dev)
+        self.buf_actions = torch.zeros((capacity, n, *act_shape), dtype=act_dtype, device=dev)
+        self.buf_values = torch.zeros((capacity + 1, n), device=dev)
+        self.buf_rewards = np.zeros((capacity, n), dtype=np.float32)
+        self.buf_terminated = np.zeros((capacity, n), dtype=bool)
+        self.buf_done = np.zeros((capacity, n), dtype=bool)
+        self.buf_valid = np.zeros((capacity, n), dtype=bool)
+
+    def _grow(self) -> None:
+        old = (self.buf_obs, self.buf_actions, self.buf_values, self.buf_rewards, self.buf_terminated,
+               self.buf_done, self.buf_valid)  # fmt: skip
+        self._alloc(self.capacity * 2)
+        for new, prev in zip(
+            (self.buf_obs, self.buf_actions, self.buf_values, self.buf_rewards, self.buf_terminated,
+             self.buf_done, self.buf_valid), old):  # fmt: skip
+            new[: len(prev)] = prev
+
+    def collect(self) -> Rollout:
+        """Step the envs until the schedule says stop; return the rollout and finished episodes."""
+        returns: list[float] = []
+        lengths: list[int] = []
+        t = 0
+        while True:
+            if t == self.capacity:
+                self._grow()
+            obs_t = torch.as_tensor(self.obs, device=self.device)
+            with torch.inference_mode():
+                action, value = self.net.act(obs_t)
+            self.buf_obs[t] = obs_t
+            self.buf_actions[t] = action
+            self.buf_values[t] = value
+            action_np = action.cpu().numpy()
+            self.obs, reward, terminated, truncated, _ = self.envs.step(self.env_actions(action_np))
+            done = terminated | truncated
+            valid = ~self.autoreset
+            self.buf_rewards[t] = reward
+            self.buf_terminated[t] = terminated
+            self.buf_done[t] = done
+            self.buf_valid[t] = valid
+            self.ep_return += reward * valid
+            self.ep_length += valid
+            for i in np.flatnonzero(done & valid):
+                returns.append(float(self.ep_return[i]))
+                lengths.append(int(self.ep_length[i]))
+            self.ep_return[done] = 0.0
+            self.ep_length[done] = 0
+            self.autoreset = done
+            t += 1
+            if self.n_steps is None:
+                if done[0] and valid[0]:
+                    break
+            elif t == self.n_steps:
+                break
+        with torch.inference_mode():
+            self.buf_values[t] = self.net.value(torch.as_tensor(self.obs, device=self.device))
+        dev = self.device
+        return Rollout(
+            obs=self.buf_obs[:t],
+            actions=self.buf_actions[:t],
+            rewards=torch.as_tensor(self.buf_rewards[:t], device=dev),
+            terminated=torch.as_tensor(self.buf_terminated[:t], device=dev),
+            done=torch.as_tensor(self.buf_done[:t], device=dev),
+            valid=torch.as_tensor(self.buf_valid[:t], device=dev),
+            values=self.buf_values[:t],
+            next_values=self.buf_values[1 : t + 1],
+            episode_returns=returns,
+            episode_lengths=lengths,
+        )

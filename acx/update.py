@@ -1,0 +1,72 @@
+"""The gradient step: optimizers from config, one backward pass of the summed loss, clipping, step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from acx.losses import ActorCriticLoss, masked_mean
+from acx.networks import ActorCritic
+from acx.rollout import Rollout
+
+
+def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per key of ``optimizer_cfg``: 'all', or 'actor' and 'critic' (seed 001)."""
+    groups = net.parameter_groups()
+    optimizers = {}
+    for name, partial_cfg in optimizer_cfg.items():
+        if name not in ("all", "actor", "critic"):
+            raise ValueError(f"optimizer.{name}: optimizer groups are 'all', or 'actor' and 'critic'")
+        if name not in groups:
+            raise ValueError(f"optimizer.{name} needs separate actor and critic networks, not network.shared=true")
+        optimizers[name] = instantiate(partial_cfg)(groups[name])
+    if set(optimizers) not in ({"all"}, {"actor", "critic"}):
+        raise ValueError(f"optimizer must define 'all', or both 'actor' and 'critic'; got {sorted(optimizers)}")
+    return optimizers
+
+
+class Updater:
+    """Turns a rollout and its advantages into one optimizer step per group."""
+
+    def __init__(
+        self,
+        net: ActorCritic,
+        optimizers: dict[str, torch.optim.Optimizer],
+        loss_fn: ActorCriticLoss,
+        max_grad_norm: float | None,
+    ):
+        self.net, self.optimizers, self.loss_fn, self.max_grad_norm = net, optimizers, loss_fn, max_grad_norm
+        self.params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
+
+    def step(self, rollout: Rollout, advantages: Tensor, returns: Tensor) -> dict[str, float | Tensor]:
+        """One update; returns the loss terms and diagnostics as tensors (no host sync here)."""
+        mask = rollout.valid.flatten()
+        advantages, returns = self.loss_fn.targets(
+            advantages.flatten(), returns.flatten(), rollout.values.flatten(), mask
+        )
+        obs = rollout.obs.flatten(0, 1)
+        actions = rollout.actions.flatten(0, 1)
+        log_probs, entropy, values, std = self.net.evaluate_actions(obs, actions)
+        losses = self.loss_fn(log_probs, entropy, values, advantages, returns, mask)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norms = {}
+        for name, opt in self.optimizers.items():
+            if self.max_grad_norm:
+                grad_norms[name] = torch.nn.utils.clip_grad_norm_(self.params[name], self.max_grad_norm)
+            opt.step()
+        stats: dict[str, float | Tensor] = {f"losses/{k}": v.detach() for k, v in losses.items() if k != "entropy_mean"}
+        stats["train/entropy"] = losses["entropy_mean"]
+        m = mask.float()
+        stats["train/advantage_mean"] = masked_mean(advantages, m)
+        stats["train/value_mean"] = masked_mean(values.detach(), m)
+        for name, norm in grad_norms.items():
+            stats[f"train/grad_norm{'' if name == 'all' else '_' + name}"] = norm
+        if std is not None:
+            stats["train/policy_std"] = std.detach().mean()
+        return stats
