@@ -1,0 +1,39 @@
+# acx: `make train` trains CartPole with the default config, `make test` runs the test suite.
+# Both create the virtual environment first (torch==2.13.0 is installed before anything else,
+# so pip never resolves a multi-GB CUDA build).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: help venv train test test-fast lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## create .venv and install acx with its dev tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+train: venv ## train CartPole-v1 with the default config (extra Hydra overrides: make train ARGS="seed=3")
+	$(BIN)/acx train $(ARGS)
+
+test: venv ## run the whole test suite, learning tests included
+	$(BIN)/python -m pytest -q
+
+test-fast: venv ## run the tests that are not marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: venv ## ruff format and autofix
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean: ## remove the virtual environment and caches (keeps outputs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

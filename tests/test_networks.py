@@ -1,0 +1,185 @@
+"""Networks and the loss: shapes, distributions vs torch.distributions, and seed 004's hand-derived
+backward pass as a reference for the autograd loss."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from acx.losses import ActorCriticLoss
+from acx.networks import cnn_actor_critic, mlp_actor_critic
+
+CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+PENDULUM_ACT = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+
+def test_categorical_head_matches_torch_distributions():
+    torch.manual_seed(0)
+    net = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(3), hidden_sizes=[16], policy_init_gain=1.0)
+    obs = torch.randn(32, 4)
+    actions = torch.randint(0, 3, (32,))
+    log_prob, entropy, value, std = net.evaluate_actions(obs, actions)
+    logits = net.policy_head.out(net.actor_encoder(obs))
+    ref = torch.distributions.Categorical(logits=logits)
+    torch.testing.assert_close(log_prob, ref.log_prob(actions))
+    torch.testing.assert_close(entropy, ref.entropy())
+    assert value.shape == (32,) and std is None
+
+
+def test_gumbel_sampling_follows_the_policy():
+    torch.manual_seed(0)
+    head = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(3), hidden_sizes=[8]).policy_head
+    logp = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(60000, 3)
+    freq = torch.bincount(head.sample(logp), minlength=3).float() / 60000
+    torch.testing.assert_close(freq, torch.tensor([0.2, 0.5, 0.3]), atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize("log_std", ["state_dependent", "state_independent"])
+def test_gaussian_head_matches_torch_normal(log_std):
+    torch.manual_seed(0)
+    net = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Box(-1, 1, (2,)), gaussian={"log_std": log_std})
+    obs, actions = torch.randn(8, 4), torch.randn(8, 2)
+    log_prob, entropy, _, std = net.evaluate_actions(obs, actions)
+    mean, log_s = net.policy_head(net.actor_encoder(obs))
+    ref = torch.distributions.Normal(mean, log_s.exp())
+    torch.testing.assert_close(log_prob, ref.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, ref.entropy().sum(-1))
+    torch.testing.assert_close(std, log_s.exp())
+
+
+def test_seed001_gaussian_bounds():
+    net = mlp_actor_critic(
+        gym.spaces.Box(-8, 8, (3,)),
+        PENDULUM_ACT,
+        hidden_sizes=[128, 128],
+        activation="relu",
+        gaussian={"log_std": "state_dependent", "mean_bound": True, "log_std_bounds": [-20, 2]},
+    )
+    with torch.no_grad():
+        net.policy_head.log_std_head.bias.fill_(50.0)
+        net.policy_head.mean.bias.fill_(50.0)
+    mean, log_std = net.policy_head(net.actor_encoder(torch.randn(5, 3)))
+    assert torch.all(log_std == 2.0)  # clamped to [-20, 2]
+    assert torch.allclose(mean, torch.full_like(mean, 2.0))  # 2 * tanh(.) -> [-2, 2]
+
+
+def test_shared_trunk_and_groups():
+    shared = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[128], shared=True)
+    assert shared.critic_encoder is None and set(shared.parameter_groups()) == {"all"}
+    split = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[128, 128], layer_norm=True)
+    groups = split.parameter_groups()
+    assert {id(p) for p in groups["actor"]}.isdisjoint({id(p) for p in groups["critic"]})
+    assert len(groups["actor"]) + len(groups["critic"]) == len(groups["all"])
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in split.actor_encoder)
+
+
+def test_orthogonal_init_gains():
+    net = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[64], init="orthogonal")
+    w = net.actor_encoder[0].weight  # (64, 4): orthogonal columns scaled by sqrt(2)
+    torch.testing.assert_close(w.T @ w, 2 * torch.eye(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(net.policy_head.out.weight @ net.policy_head.out.weight.T, 1e-4 * torch.eye(2))
+
+
+def test_bad_network_for_space_is_a_clear_error():
+    with pytest.raises(ValueError, match="network=cnn"):
+        mlp_actor_critic(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
+    with pytest.raises(ValueError, match="network=mlp"):
+        cnn_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2))
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[])
+
+
+@pytest.mark.parametrize("head_hidden", [0, 512])
+def test_cnn_on_uint8_frames(head_hidden):
+    net = cnn_actor_critic(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6), head_hidden)
+    action, value = net.act(torch.randint(0, 255, (3, 4, 84, 84), dtype=torch.uint8))
+    assert action.shape == (3,) and value.shape == (3,)
+    assert net.shared
+
+
+# --- seed 004: the NumPy actor-critic with a hand-written backward pass ---------------------------
+
+
+def seed004_gradients(obs, actions, returns, params, leak_actor_grad_into_critic):
+    """Seed 004's calculate_gradients(), vectorised over steps; it differentiates
+    sum(-log_prob * (ret - value)) + sum(huber(ret, value)) through a shared no-bias ReLU layer.
+    The seed also lets the actor term's gradient reach the critic (``ret - value`` is not
+    detached); ``leak_actor_grad_into_critic=False`` is the corrected version acx implements."""
+    h_pre = obs @ params["w_common"]
+    h = np.maximum(h_pre, 0)
+    logits = h @ params["w_actor"]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    value = (h @ params["w_critic"])[:, 0]
+    chosen = probs[np.arange(len(actions)), actions]
+    diff = returns - value
+    g_logprob = -diff
+    g_diff = -np.log(chosen)
+    err = returns - value
+    g_value = np.where(np.abs(err) <= 1.0, -err, -np.sign(err))
+    if leak_actor_grad_into_critic:
+        g_value = g_value - g_diff
+    g_chosen = g_logprob / chosen
+    g_probs = np.zeros_like(probs)
+    g_probs[np.arange(len(actions)), actions] = g_chosen
+    g_logits = probs * (g_probs - (g_probs * probs).sum(1, keepdims=True))
+    g_h = g_value[:, None] @ params["w_critic"].T + g_logits @ params["w_actor"].T
+    g_pre = g_h * (h_pre > 0)
+    return {
+        "w_common": obs.T @ g_pre,
+        "w_actor": h.T @ g_logits,
+        "w_critic": h.T @ g_value[:, None],
+    }
+
+
+def test_autograd_loss_matches_seed004_hand_derived_gradients():
+    rng = np.random.default_rng(42)
+    T = 23
+    net = mlp_actor_critic(
+        CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[128], activation="relu", shared=True, bias=False,
+        init="kaiming_normal",
+    )  # fmt: skip
+    net.double()
+    params = {
+        "w_common": net.actor_encoder[0].weight.detach().numpy().T.copy(),
+        "w_actor": net.policy_head.out.weight.detach().numpy().T.copy(),
+        "w_critic": net.value_head.weight.detach().numpy().T.copy(),
+    }
+    obs = rng.normal(size=(T, 4))
+    actions = rng.integers(0, 2, size=T)
+    raw = np.cumsum(rng.random(T))[::-1]
+    returns = (raw - raw.mean()) / (raw.std() + np.finfo(np.float32).eps)
+
+    loss_fn = ActorCriticLoss(value_loss="huber", vf_coef=1.0, ent_coef=0.0, reduction="sum")
+    log_prob, entropy, value, _ = net.evaluate_actions(torch.from_numpy(obs), torch.from_numpy(actions))
+    ret_t = torch.from_numpy(returns)
+    losses = loss_fn(log_prob, entropy, value, ret_t - value.detach(), ret_t, torch.ones(T))
+    losses["total"].backward()
+    ours = {
+        "w_common": net.actor_encoder[0].weight.grad.numpy().T,
+        "w_actor": net.policy_head.out.weight.grad.numpy().T,
+        "w_critic": net.value_head.weight.grad.numpy().T,
+    }
+    reference = seed004_gradients(obs, actions, returns, params, leak_actor_grad_into_critic=False)
+    for key in ours:
+        np.testing.assert_allclose(ours[key], reference[key], rtol=1e-9, atol=1e-12)
+    # the seed's own version differs exactly in the critic: that is the bug acx fixes
+    leaky = seed004_gradients(obs, actions, returns, params, leak_actor_grad_into_critic=True)
+    assert not np.allclose(leaky["w_critic"], reference["w_critic"])
+    np.testing.assert_allclose(leaky["w_actor"], reference["w_actor"], rtol=1e-9)
+
+
+def test_loss_terms_and_reductions():
+    lp = torch.tensor([-1.0, -2.0, -3.0])
+    ent = torch.tensor([0.5, 0.5, 0.5])
+    v = torch.tensor([0.0, 1.0, 2.0])
+    adv = torch.tensor([1.0, -1.0, 2.0])
+    ret = torch.tensor([1.0, 1.0, 4.0])
+    mask = torch.tensor([1.0, 1.0, 0.0])  # the third step is an autoreset step: ignored
+    mean = ActorCriticLoss(value_loss="mse", vf_coef=0.5, ent_coef=0.01)(lp, ent, v, adv, ret, mask)
+    assert mean["policy"].item() == pytest.approx((1 * 1 + 2 * -1) / 2)
+    assert mean["value"].item() == pytest.approx(0.5 * (1 + 0) / 2)
+    assert mean["entropy"].item() == pytest.approx(-0.01 * 0.5)
+    assert mean["total"].item() == pytest.approx(sum(mean[k].item() for k in ("policy", "value", "entropy")))
+    total = ActorCriticLoss(value_loss="smooth_l1", vf_coef=1.0, reduction="sum")(lp, ent, v, adv, ret, mask)
+    assert total["policy"].item() == pytest.approx(-1.0)
+    assert total["value"].item() == pytest.approx(0.5)
