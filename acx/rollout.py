@@ -24,7 +24,11 @@ from acx.networks import ActorCritic
 
 @dataclass
 class Rollout:
-    """One batch of (T, N) transitions; ``valid`` is False on autoreset steps."""
+    """One batch of (T, N) transitions; ``valid`` is False on autoreset steps.
+
+    The tensors are views into the collector's pre-allocated storage: they hold until the next
+    ``collect()`` (no allocation per rollout).
+    """
 
     obs: Tensor
     actions: Tensor

@@ -1,0 +1,38 @@
+"""Shared test helpers: compose the real config tree, run the real ``acx`` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+ACX = [sys.executable, "-m", "acx.cli"]
+
+# short-run settings that keep a test run to seconds
+FAST = ["progress=false", "eval.episodes=2", "eval.every_steps=1000", "checkpoint.every_steps=1000"]
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The train config exactly as `acx train <overrides>` composes it, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+def run_acx(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real acx CLI in a subprocess; returns the completed process (never raises on exit code)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [*ACX, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT, check=False
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
