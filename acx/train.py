@@ -122,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     total_steps = int(cfg.total_steps)
     eval_every, ckpt_every = int(cfg.eval.every_steps), int(cfg.checkpoint.every_steps)
     log_every = int(cfg.log.every_updates)
+    reward_scale = float(algo.reward_scale)
     env_steps = updates = episodes = 0
     next_eval, next_ckpt = eval_every, ckpt_every
     best_eval, last_eval = -float("inf"), None
@@ -153,8 +154,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=not cfg.progress, file=sys.stderr)
     while env_steps < total_steps:
         rollout = collector.collect()
+        rewards = rollout.rewards * reward_scale if reward_scale != 1.0 else rollout.rewards
         advantages, returns = advantage_fn(
-            rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
+            rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
         )
         stats = updater.step(rollout, advantages, returns)
         steps = rollout.num_transitions

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-ACX = [sys.executable, "-m", "acx.cli"]
+ACX = [str(Path(sys.executable).parent / "acx")]  # the installed console script
 
 # short-run settings that keep a test run to seconds
 FAST = ["progress=false", "eval.episodes=2", "eval.every_steps=1000", "checkpoint.every_steps=1000"]
@@ -25,12 +25,15 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
         return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
-def run_acx(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real acx CLI in a subprocess; returns the completed process (never raises on exit code)."""
+def run_acx(
+    *args: str, timeout: float = 600, env: dict | None = None, wrap: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real acx console script in a subprocess (optionally under ``wrap``, e.g. xvfb-run)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [*ACX, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT, check=False
-    )
+        [*(wrap or []), *ACX, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
+        check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture

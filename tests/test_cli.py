@@ -1,0 +1,84 @@
+"""The real ``acx`` command in a subprocess: train -> checkpoint -> eval -> eval.json, video, window."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+from tests.conftest import FAST, run_acx
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One short real CartPole training run shared by the eval tests."""
+    run_dir = tmp_path_factory.mktemp("cli") / "train"
+    proc = run_acx("train", *FAST, "total_steps=4000", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+def test_train_cli_outputs(trained: Path):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["env_steps"] >= 4000
+    assert (trained / "checkpoints" / "final.pt").is_file()
+    assert (trained / ".hydra" / "config.yaml").is_file()
+
+
+def test_train_prints_final_line(tmp_path: Path):
+    proc = run_acx("train", *FAST, "total_steps=1000", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("acx: ") and "env step" in last and str(tmp_path / "checkpoints" / "final.pt") in last
+
+
+def test_eval_writes_eval_json(trained: Path, tmp_path: Path):
+    proc = run_acx("eval", f"ckpt={trained}/checkpoints/final.pt", "episodes=3", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["episodes"] == 3 and len(result["returns"]) == 3
+    assert result["checkpoint"].endswith("final.pt")
+    assert result["return_mean"] == pytest.approx(sum(result["returns"]) / 3)
+    assert result["length_mean"] == pytest.approx(result["return_mean"])  # CartPole: +1 per step
+    assert "return" in proc.stdout and "+-" in proc.stdout
+
+
+def test_eval_of_a_run_dir_and_sampling(trained: Path, tmp_path: Path):
+    proc = run_acx("eval", f"ckpt={trained}", "episodes=2", "deterministic=false", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["deterministic"] is False and result["episodes"] == 2
+
+
+def test_eval_video_has_one_frame_per_step(trained: Path, tmp_path: Path):
+    proc = run_acx("eval", f"ckpt={trained}/checkpoints/final.pt", "episodes=2", "video=true", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    video = Path(result["video"])
+    assert video == tmp_path / "video.mp4" and str(video) in proc.stdout
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(video))
+    assert frames == sum(result["lengths"]) + result["episodes"]  # each reset frame, then one per step
+    reader = imageio_ffmpeg.read_frames(str(video))
+    meta = next(reader)
+    assert meta["size"] == (600, 400)
+    frame = next(reader)
+    assert len(frame) == 600 * 400 * 3 and len(set(frame)) > 2  # real pixels (cart, pole, track), not a blank frame
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs Xvfb (.ci/run installs it)")
+def test_eval_render_human_under_xvfb(trained: Path, tmp_path: Path):
+    proc = run_acx(
+        "eval", f"ckpt={trained}/checkpoints/final.pt", "episodes=1", "render=human", f"hydra.run.dir={tmp_path}",
+        env={"SDL_VIDEODRIVER": "x11"}, wrap=["xvfb-run", "-a"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["episodes"] == 1
+
+
+def test_help_and_unknown_command():
+    assert run_acx("--help").returncode == 0
+    proc = run_acx("fly")
+    assert proc.returncode == 2 and "unknown command" in proc.stderr
