@@ -76,9 +76,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     p = resolve_checkpoint(path)
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or holding objects the safe unpickler refuses
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p} is not a loadable acx checkpoint ({reason[:200]})") from None
+    except Exception:  # truncated, corrupt, or holding objects the safe unpickler refuses
+        raise CheckpointError(
+            f"{p} is not a loadable acx checkpoint: it is truncated or corrupt, or holds Python objects "
+            "that the safe (weights-only) loader refuses to run"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not an acx checkpoint")
     if data.get("format_version") != FORMAT_VERSION:

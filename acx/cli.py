@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -23,7 +25,36 @@ Each command takes Hydra's own flags too: acx train --help, acx train --cfg job.
 """
 
 
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message for a mistake in the user's input, or None for a bug (keep the traceback)."""
+    from acx.checkpoint import CheckpointError
+
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__  # Hydra wraps errors raised while building a _target_
+    if isinstance(exc, (ValueError, CheckpointError, OmegaConfBaseException, FileNotFoundError)):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def report_user_errors(fn):
+    """Print input errors as one line and exit 2; ACX_DEBUG=1 shows the traceback instead."""
+
+    def wrapper(cfg: DictConfig):
+        try:
+            return fn(cfg)
+        except Exception as exc:
+            message = user_error(exc)
+            if message is None or os.environ.get("ACX_DEBUG"):
+                raise
+            print(f"acx: error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@report_user_errors
 def train_app(cfg: DictConfig) -> float:
     """Hydra wrapper around train(); returns the metric a sweeper optimises."""
     from acx.train import train
@@ -33,6 +64,7 @@ def train_app(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@report_user_errors
 def eval_app(cfg: DictConfig) -> float:
     """Hydra wrapper around evaluate_checkpoint()."""
     from acx.evaluate import evaluate_checkpoint

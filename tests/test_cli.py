@@ -82,3 +82,33 @@ def test_help_and_unknown_command():
     assert run_acx("--help").returncode == 0
     proc = run_acx("fly")
     assert proc.returncode == 2 and "unknown command" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["train", "env.id=CartPol-v1"], "did you mean CartPole-v1"),
+        (["train", "network=cnn"], "network=cnn needs image observations"),
+        (["eval", "ckpt=/nonexistent/final.pt"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], expected: str):
+    proc = run_acx(*args, f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("acx: error: ") and expected in lines[0]
+
+
+def test_crafted_checkpoint_does_not_execute(tmp_path: Path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import torch
+
+    torch.save({"format": "acx-checkpoint", "model": Payload()}, tmp_path / "evil.pt")
+    proc = run_acx("eval", f"ckpt={tmp_path / 'evil.pt'}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 2 and "safe" in proc.stderr
+    assert not marker.exists(), "loading the checkpoint ran its payload"
