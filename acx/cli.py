@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -93,7 +94,10 @@ def main() -> None:
     if command not in APPS:
         print(f"acx: unknown command {command!r}; expected one of: {', '.join(APPS)}", file=sys.stderr)
         sys.exit(2)
-    os.environ.setdefault("WANDB_SILENT", "true")
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # SDL (pygame rendering) complains on headless machines without one
+        runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"
+        runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     sys.argv = [f"acx-{command}", *args[1:]]
     APPS[command]()
 
