@@ -66,10 +66,16 @@ class AtariEnvFactory:
             raise ValueError(f"env.game={game!r} is not an ALE game; known: {', '.join(known[:8])}, ...")
         self.spec = gym.spec(self.id)
         self.options = dict(
-            frameskip=frame_skip, noop_max=noop_max, stack_num=stack, img_height=screen_size, img_width=screen_size,
-            episodic_life=episodic_life, reward_clipping=reward_clipping,
-            repeat_action_probability=repeat_action_probability, max_num_frames_per_episode=max_episode_frames,
-        )  # fmt: skip
+            frameskip=frame_skip,
+            noop_max=noop_max,
+            stack_num=stack,
+            img_height=screen_size,
+            img_width=screen_size,
+            episodic_life=episodic_life,
+            reward_clipping=reward_clipping,
+            repeat_action_probability=repeat_action_probability,
+            max_num_frames_per_episode=max_episode_frames,
+        )
         self.num_threads = num_threads
         self.observation_space = gym.spaces.Box(0, 255, (stack, screen_size, screen_size), np.uint8)
         probe = gym.make(self.id)
@@ -96,9 +102,12 @@ class AtariEnvFactory:
             render_mode=render_mode,
         )
         env = gym.wrappers.AtariPreprocessing(
-            env, noop_max=o["noop_max"], frame_skip=o["frameskip"], screen_size=o["img_height"],
+            env,
+            noop_max=o["noop_max"],
+            frame_skip=o["frameskip"],
+            screen_size=o["img_height"],
             terminal_on_life_loss=o["episodic_life"],
-        )  # fmt: skip
+        )
         env = FireReset(env)
         return gym.wrappers.FrameStackObservation(env, o["stack_num"])
 

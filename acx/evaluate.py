@@ -65,9 +65,14 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
     h, w = frames[0].shape[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = imageio_ffmpeg.write_frames(
-        str(path), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=2,
+        str(path),
+        (w, h),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=2,
         output_params=["-loglevel", "error"],
-    )  # fmt: skip
+    )
     writer.send(None)
     for frame in frames:
         writer.send(np.ascontiguousarray(frame[:, :, :3]))
@@ -133,9 +138,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         env = gym.wrappers.HumanRendering(env)  # shows the rgb frames in a pygame window
     start = time.perf_counter()
     returns, lengths = play_episodes(
-        net, env, int(cfg.episodes), device, factory.env_actions, bool(cfg.deterministic), int(cfg.seed),
+        net,
+        env,
+        int(cfg.episodes),
+        device,
+        factory.env_actions,
+        bool(cfg.deterministic),
+        int(cfg.seed),
         capture=bool(cfg.video) and not want_window,
-    )  # fmt: skip
+    )
     env.close()
     result: dict[str, Any] = {
         "checkpoint": ckpt["path"],

@@ -5,7 +5,6 @@ The caller sums ``total``; each term is reported under ``losses/`` by the logger
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

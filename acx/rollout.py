@@ -59,7 +59,9 @@ class RolloutCollector:
         initial_capacity: int = 512,
     ):
         if n_steps is None and envs.num_envs != 1:
-            raise ValueError("the episodic (Monte-Carlo) variant collects whole episodes from one env: set algo.num_envs=1")
+            raise ValueError(
+                "the episodic (Monte-Carlo) variant collects whole episodes from one env: set algo.num_envs=1"
+            )
         self.envs, self.net, self.n_steps, self.device = envs, net, n_steps, device
         self.env_actions = env_actions
         self.num_envs = envs.num_envs
@@ -87,14 +89,14 @@ class RolloutCollector:
         self.buf_done = np.zeros((capacity, n), dtype=bool)
         self.buf_valid = np.zeros((capacity, n), dtype=bool)
 
+    BUFFERS = ("buf_obs", "buf_actions", "buf_values", "buf_rewards", "buf_terminated", "buf_done", "buf_valid")
+
     def _grow(self) -> None:
-        old = (self.buf_obs, self.buf_actions, self.buf_values, self.buf_rewards, self.buf_terminated,
-               self.buf_done, self.buf_valid)  # fmt: skip
+        """Double the storage (episodic rollouts only: an episode longer than the buffer)."""
+        old = [getattr(self, name) for name in self.BUFFERS]
         self._alloc(self.capacity * 2)
-        for new, prev in zip(
-            (self.buf_obs, self.buf_actions, self.buf_values, self.buf_rewards, self.buf_terminated,
-             self.buf_done, self.buf_valid), old):  # fmt: skip
-            new[: len(prev)] = prev
+        for name, prev in zip(self.BUFFERS, old, strict=True):
+            getattr(self, name)[: len(prev)] = prev
 
     def collect(self) -> Rollout:
         """Step the envs until the schedule says stop; return the rollout and finished episodes."""

@@ -126,6 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     env_steps = updates = episodes = 0
     next_eval, next_ckpt = eval_every, ckpt_every
     best_eval, last_eval = -float("inf"), None
+    evals_done = 0
     solved_at: int | None = None
     recent: deque[float] = deque(maxlen=100)
     window_returns: list[float] = []
@@ -133,23 +134,54 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     last_log_time, last_log_steps = time.perf_counter(), 0
 
     def counters() -> dict[str, Any]:
-        return {"env_step": env_steps, "updates": updates, "episodes": episodes, "best_eval_return": best_eval,
-                "eval_return": last_eval, "wall_seconds": time.perf_counter() - start}  # fmt: skip
+        return {
+            "env_step": env_steps,
+            "updates": updates,
+            "episodes": episodes,
+            "best_eval_return": best_eval,
+            "eval_return": last_eval,
+            "wall_seconds": time.perf_counter() - start,
+        }
 
     def run_eval() -> float:
-        nonlocal best_eval, last_eval
-        rets, lens = evaluate_vector(
-            net, eval_envs, device, factory.env_actions, bool(cfg.eval.deterministic), int(cfg.seed) + EVAL_SEED_OFFSET
-        )
+        nonlocal best_eval, last_eval, evals_done
+        # fresh start states for every evaluation: the same few would be passed by luck sooner or later
+        seed = int(cfg.seed) + EVAL_SEED_OFFSET + evals_done * 1000
+        evals_done += 1
+        rets, lens = evaluate_vector(net, eval_envs, device, factory.env_actions, bool(cfg.eval.deterministic), seed)
         last_eval = float(rets.mean())
         loggers.log(
-            {"eval/return_mean": last_eval, "eval/return_std": float(rets.std()), "eval/length_mean": float(lens.mean())},
-            env_steps, time.perf_counter() - start,
-        )  # fmt: skip
+            {
+                "eval/return_mean": last_eval,
+                "eval/return_std": float(rets.std()),
+                "eval/length_mean": float(lens.mean()),
+            },
+            env_steps,
+            time.perf_counter() - start,
+        )
         if last_eval > best_eval:
             best_eval = last_eval
             ckpts.save("best", net, optimizers, counters())
         return last_eval
+
+    def confirm_solved() -> bool:
+        """A passing eval must hold over ``eval.confirm_episodes`` more episodes from new start states."""
+        n = int(cfg.eval.confirm_episodes or 0)
+        if n <= 0:
+            return True
+        envs_confirm = factory.make_vector(n)
+        rets, _ = evaluate_vector(
+            net,
+            envs_confirm,
+            device,
+            factory.env_actions,
+            bool(cfg.eval.deterministic),
+            int(cfg.seed) + 2 * EVAL_SEED_OFFSET + evals_done * 1000,
+        )
+        envs_confirm.close()
+        mean = float(rets.mean())
+        loggers.log({"eval/confirm_return_mean": mean}, env_steps, time.perf_counter() - start)
+        return stop.observe_eval(mean)
 
     bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=not cfg.progress, file=sys.stderr)
     while env_steps < total_steps:
@@ -188,7 +220,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         if env_steps >= next_eval:
             next_eval += eval_every * max(1, (env_steps - next_eval) // eval_every + 1)
-            solved = stop.observe_eval(run_eval()) or solved
+            solved = (stop.observe_eval(run_eval()) and confirm_solved()) or solved
         if env_steps >= next_ckpt:
             next_ckpt += ckpt_every * max(1, (env_steps - next_ckpt) // ckpt_every + 1)
             ckpts.save(f"step_{env_steps:09d}", net, optimizers, counters())
@@ -203,13 +235,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers.close()
     envs.close()
     eval_envs.close()
+    confirm = int(cfg.eval.confirm_episodes or 0) if stop.name == "eval_threshold" else 0
     summary = {
         "env_id": factory.id,
         "algo": algo.get("name"),
         "seed": int(cfg.seed),
         "solved": solved_at is not None,
         "solved_at_step": solved_at,
-        "stop_rule": stop.describe(),
+        "stop_rule": stop.describe() + (f", confirmed over {confirm} more episodes" if confirm else ""),
         "env_steps": env_steps,
         "episodes": episodes,
         "updates": updates,
@@ -221,7 +254,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if solved_at is not None:
         print(
-            f"acx: solved {factory.id} at env step {solved_at:,} ({stop.describe()}; final eval {last_eval:.1f}) "
+            f"acx: solved {factory.id} at env step {solved_at:,} ({summary['stop_rule']}; final eval {last_eval:.1f}) "
             f"in {summary['wall_seconds']:.1f} s; checkpoint: {final_path}"
         )
     else:

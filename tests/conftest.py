@@ -31,9 +31,14 @@ def run_acx(
     """Run the real acx console script in a subprocess (optionally under ``wrap``, e.g. xvfb-run)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [*(wrap or []), *ACX, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
+        [*(wrap or []), *ACX, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=ROOT,
         check=False,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture

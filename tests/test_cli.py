@@ -54,7 +54,8 @@ def test_eval_of_a_run_dir_and_sampling(trained: Path, tmp_path: Path):
 
 
 def test_eval_video_has_one_frame_per_step(trained: Path, tmp_path: Path):
-    proc = run_acx("eval", f"ckpt={trained}/checkpoints/final.pt", "episodes=2", "video=true", f"hydra.run.dir={tmp_path}")
+    ckpt = f"ckpt={trained}/checkpoints/final.pt"
+    proc = run_acx("eval", ckpt, "episodes=2", "video=true", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "eval.json").read_text())
     video = Path(result["video"])
@@ -71,9 +72,14 @@ def test_eval_video_has_one_frame_per_step(trained: Path, tmp_path: Path):
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs Xvfb (.ci/run installs it)")
 def test_eval_render_human_under_xvfb(trained: Path, tmp_path: Path):
     proc = run_acx(
-        "eval", f"ckpt={trained}/checkpoints/final.pt", "episodes=1", "render=human", f"hydra.run.dir={tmp_path}",
-        env={"SDL_VIDEODRIVER": "x11"}, wrap=["xvfb-run", "-a"],
-    )  # fmt: skip
+        "eval",
+        f"ckpt={trained}/checkpoints/final.pt",
+        "episodes=1",
+        "render=human",
+        f"hydra.run.dir={tmp_path}",
+        env={"SDL_VIDEODRIVER": "x11"},
+        wrap=["xvfb-run", "-a"],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "eval.json").read_text())["episodes"] == 1
 

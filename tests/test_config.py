@@ -29,16 +29,14 @@ def test_every_group_has_its_options():
 
 def test_defaults_are_cartpole_nstep(tmp_path: Path):
     cfg = compose_train([], tmp_path)
-    assert cfg.env.id == "CartPole-v1" and cfg.algo.name == "nstep" and cfg.network._target_.endswith("mlp_actor_critic")
+    assert cfg.env.id == "CartPole-v1" and cfg.algo.name == "nstep"
+    assert cfg.network._target_.endswith("mlp_actor_critic")
     assert cfg.total_steps > 0 and cfg.seed == 0
 
 
 @pytest.mark.parametrize(
     "env,network,algo",
-    [
-        (e, n, a)
-        for e, n, a in itertools.product(CLASSIC_ENVS, ["mlp", "mlp_shared"], ["episodic", "td0", "nstep"])
-    ],
+    [(e, n, a) for e, n, a in itertools.product(CLASSIC_ENVS, ["mlp", "mlp_shared"], ["episodic", "td0", "nstep"])],
 )
 def test_classic_combinations_instantiate(tmp_path: Path, env: str, network: str, algo: str):
     cfg = compose_train([f"env={env}", f"network={network}", f"algo={algo}"], tmp_path)

@@ -135,9 +135,14 @@ def test_autograd_loss_matches_seed004_hand_derived_gradients():
     rng = np.random.default_rng(42)
     T = 23
     net = mlp_actor_critic(
-        CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[128], activation="relu", shared=True, bias=False,
+        CARTPOLE_OBS,
+        gym.spaces.Discrete(2),
+        hidden_sizes=[128],
+        activation="relu",
+        shared=True,
+        bias=False,
         init="kaiming_normal",
-    )  # fmt: skip
+    )
     net.double()
     params = {
         "w_common": net.actor_encoder[0].weight.detach().numpy().T.copy(),

@@ -72,9 +72,13 @@ def test_train_writes_checkpoints_summary_and_metrics(run_dir: Path):
     ckpt = load_checkpoint(run_dir)  # a run dir resolves to its latest checkpoint
     meta = ckpt["meta"]
     assert meta["env_id"] == "CartPole-v1" and meta["acx_version"]
-    assert meta["observation_space"] == {"type": "Box", "shape": [4], "dtype": "float32",
-                                         "low": meta["observation_space"]["low"],
-                                         "high": meta["observation_space"]["high"]}  # fmt: skip
+    assert meta["observation_space"] == {
+        "type": "Box",
+        "shape": [4],
+        "dtype": "float32",
+        "low": meta["observation_space"]["low"],
+        "high": meta["observation_space"]["high"],
+    }
     assert meta["action_space"] == {"type": "Discrete", "n": 2}
     assert meta["env_step"] == saved["env_steps"] and meta["episodes"] > 0
     assert meta["config"]["algo"]["name"] == "nstep"
@@ -82,7 +86,7 @@ def test_train_writes_checkpoints_summary_and_metrics(run_dir: Path):
     assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
     factory = build_env_factory(cfg.env)
     net = build_network(cfg.network, factory, torch.device("cpu"), ckpt)
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ckpt["model"].values()))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ckpt["model"].values(), strict=True))
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [row["env_step"] for row in rows]
