@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 gym.register_envs(ale_py)
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no emulator banner on every env
 
 
 def game_from_id(env_id: str) -> str:

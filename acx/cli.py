@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +38,14 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
+def remove_unused_run_dir(run_dir: Path) -> None:
+    """Delete the folder Hydra made for a run that never started (only Hydra's own files in it)."""
+    if not run_dir.is_dir():
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def report_user_errors(fn):
     """Print input errors as one line and exit 2; ACX_DEBUG=1 shows the traceback instead."""
 
@@ -47,6 +56,7 @@ def report_user_errors(fn):
             message = user_error(exc)
             if message is None or os.environ.get("ACX_DEBUG"):
                 raise
+            remove_unused_run_dir(Path(cfg.paths.output_dir))
             print(f"acx: error: {message}", file=sys.stderr)
             sys.exit(2)
 

@@ -112,9 +112,16 @@ def play_episodes(
     return returns, lengths
 
 
+def space_signature(space: dict[str, Any]) -> str:
+    """What a network depends on in a space: its type and shape (or action count), e.g. 'Box[4]'."""
+    detail = space.get("n", space.get("shape"))
+    return f"{space['type']}{detail}" if detail is not None else space["type"]
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """``acx eval``: rebuild env and network from a checkpoint alone, play, report, record."""
-    from acx.checkpoint import load_checkpoint
+    from acx.checkpoint import CheckpointError, load_checkpoint
+    from acx.envs import space_to_dict
     from acx.train import build_env_factory, build_network
 
     out_dir = Path(cfg.paths.output_dir)
@@ -125,6 +132,13 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("env_id"):
         env_cfg.id = cfg.env_id
     factory = build_env_factory(env_cfg)
+    meta = ckpt["meta"]
+    for name in ("observation_space", "action_space"):
+        here, there = space_signature(space_to_dict(getattr(factory, name))), space_signature(meta[name])
+        if here != there:
+            raise CheckpointError(
+                f"{ckpt['path']} was trained on {meta['env_id']} ({name} {there}), which does not fit {factory.id} ({here})"
+            )
     net = build_network(run_cfg.network, factory, device, ckpt)
     render = cfg.get("render")
     if render not in (None, "human", "none"):

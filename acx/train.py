@@ -26,6 +26,7 @@ from acx.loggers import JsonlLogger, LoggerGroup
 from acx.networks import ActorCritic
 from acx.rollout import RolloutCollector
 from acx.update import Updater, build_optimizers
+from acx.validation import validate_train_config
 
 EVAL_SEED_OFFSET = 1_000_000  # eval episodes start from states the training envs never use
 
@@ -91,11 +92,11 @@ class CheckpointWriter:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config; write checkpoints, metrics.jsonl and summary.json; return the summary."""
     start = time.perf_counter()
+    factory = validate_train_config(cfg)  # before any training env, logger or file exists
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     device = instantiate(cfg.device)
-    factory = build_env_factory(cfg.env)
     algo = cfg.algo
     envs = factory.make_vector(int(algo.num_envs), seed=int(cfg.seed))
     eval_envs = factory.make_vector(int(cfg.eval.episodes), seed=int(cfg.seed) + EVAL_SEED_OFFSET)
