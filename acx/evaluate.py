@@ -137,7 +137,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         here, there = space_signature(space_to_dict(getattr(factory, name))), space_signature(meta[name])
         if here != there:
             raise CheckpointError(
-                f"{ckpt['path']} was trained on {meta['env_id']} ({name} {there}), which does not fit {factory.id} ({here})"
+                f"{ckpt['path']} was trained on {meta['env_id']} ({name} {there}), "
+                f"which does not fit {factory.id} ({here})"
             )
     net = build_network(run_cfg.network, factory, device, ckpt)
     render = cfg.get("render")
