@@ -50,8 +50,18 @@ def report_user_errors(fn):
     """Print input errors as one line and exit 2; ACX_DEBUG=1 shows the traceback instead."""
 
     def wrapper(cfg: DictConfig):
+        from acx.signals import Interrupted
+        from acx.update import NonFiniteError
+
         try:
             return fn(cfg)
+        except Interrupted as exc:  # the checkpoint is saved and the resume hint printed
+            sys.exit(exc.exit_code)
+        except NonFiniteError as exc:
+            if os.environ.get("ACX_DEBUG"):
+                raise
+            print(f"acx: error: {exc}", file=sys.stderr)
+            sys.exit(3)
         except Exception as exc:
             message = user_error(exc)
             if message is None or os.environ.get("ACX_DEBUG"):
@@ -94,6 +104,33 @@ def eval_app(cfg: DictConfig) -> float:
 APPS = {"train": train_app, "eval": eval_app}
 
 
+def resume_arguments(args: list[str]) -> list[str]:
+    """For ``acx train resume=PATH``: the original run's overrides first (so the same config is
+    composed), the user's after them (they win), and the original run dir unless one is given."""
+    from acx.checkpoint import CheckpointError, resolve_checkpoint
+
+    given = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if not given or not given[-1] or given[-1] == "null":
+        return args
+    try:
+        ckpt = resolve_checkpoint(given[-1])
+    except CheckpointError as exc:
+        print(f"acx: error: resume: {exc}", file=sys.stderr)
+        sys.exit(2)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    original: list[str] = []
+    if overrides_file.is_file():
+        import yaml
+
+        skip = ("resume=", "hydra.run.dir=", "paths.output_dir=")
+        original = [o for o in (yaml.safe_load(overrides_file.read_text()) or []) if not o.startswith(skip)]
+    given_keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    original = [o for o in original if o.split("=", 1)[0].lstrip("+~") not in given_keys]
+    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run_dir}"]
+    return [*original, *[a if not a.startswith("resume=") else f"resume={ckpt}" for a in args], *extra]
+
+
 def main() -> None:
     """Entry point of the ``acx`` console script."""
     args = sys.argv[1:]
@@ -108,7 +145,8 @@ def main() -> None:
         runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"
         runtime_dir.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    sys.argv = [f"acx-{command}", *args[1:]]
+    rest = resume_arguments(args[1:]) if command == "train" else args[1:]
+    sys.argv = [f"acx-{command}", *rest]
     APPS[command]()
 
 

@@ -4,6 +4,7 @@ only in ``algo.n_steps``/``algo.num_envs`` (when to learn) and ``algo.advantage`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
@@ -19,13 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import acx
-from acx.checkpoint import atomic_write, save_checkpoint
+from acx.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from acx.envs import space_to_dict
 from acx.evaluate import evaluate_vector
 from acx.loggers import JsonlLogger, LoggerGroup
 from acx.networks import ActorCritic
 from acx.rollout import RolloutCollector
-from acx.update import Updater, build_optimizers
+from acx.signals import Interrupted, StopSignals
+from acx.update import NonFiniteError, Updater, build_optimizers
 from acx.validation import validate_train_config
 
 EVAL_SEED_OFFSET = 1_000_000  # eval episodes start from states the training envs never use
@@ -53,16 +55,45 @@ def build_network(network_cfg: DictConfig, factory, device: torch.device, ckpt: 
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a run draws from, in a form a weights-only checkpoint can hold."""
+    py = random.getstate()
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "json": json.dumps(
             {
-                "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-                "numpy": [np_state[0], np_state[1].tolist(), *map(float, np_state[2:])],
+                "python": [py[0], list(py[1]), py[2]],
+                "numpy": [np_state[0], np_state[1].tolist(), *(float(x) for x in np_state[2:])],
             }
         ),
     }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` saved."""
+    torch.set_rng_state(state["torch"])
+    saved = json.loads(state["json"])
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = saved["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+
+
+def is_finite_model(net: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: saved in every checkpoint, restored on resume."""
+
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    evals_done: int = 0
+    best_eval_return: float = -float("inf")
+    eval_return: float | None = None
+    solved_at_step: int | None = None
+    wall_seconds: float = 0.0  # of earlier segments of a resumed run
 
 
 class CheckpointWriter:
@@ -70,14 +101,18 @@ class CheckpointWriter:
 
     def __init__(self, folder: Path, keep: int, static: dict[str, Any]):
         self.folder, self.keep, self.static = folder, keep, static
-        self.periodic: deque[Path] = deque()
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # a write that a kill interrupted
+            stale.unlink(missing_ok=True)
+        self.periodic: deque[Path] = deque(sorted(folder.glob("step_*.pt")))
+        self.last_saved: Path | None = None
 
-    def save(self, name: str, net, optimizers, counters: dict[str, Any]) -> Path:
+    def save(self, name: str, net, optimizers, progress: Progress) -> Path:
         payload = {
             "model": net.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
             "rng": rng_state(),
-            "meta": {**self.static, **counters, "kind": name.split("_")[0]},
+            "meta": {**self.static, "progress": dataclasses.asdict(progress), "kind": name.split("_")[0]},
         }
         path = save_checkpoint(self.folder / f"{name}.pt", payload)
         if name.startswith("step_"):
@@ -86,6 +121,7 @@ class CheckpointWriter:
                 self.periodic.popleft().unlink(missing_ok=True)
         if not name.startswith("best"):
             atomic_write(self.folder / "latest", lambda f: f.write(path.name.encode()))
+        self.last_saved = path
         return path
 
 
@@ -93,15 +129,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config; write checkpoints, metrics.jsonl and summary.json; return the summary."""
     start = time.perf_counter()
     factory = validate_train_config(cfg)  # before any training env, logger or file exists
+    device = instantiate(cfg.device)
+    resume = load_checkpoint(cfg.resume, map_location=device) if cfg.get("resume") else None
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
-    device = instantiate(cfg.device)
     algo = cfg.algo
-    envs = factory.make_vector(int(algo.num_envs), seed=int(cfg.seed))
+    progress = Progress(**resume["meta"]["progress"]) if resume else Progress()
+    # a resumed run restarts its envs on fresh episodes, seeded by where it stopped
+    envs = factory.make_vector(int(algo.num_envs), seed=int(cfg.seed) + progress.env_steps)
     eval_envs = factory.make_vector(int(cfg.eval.episodes), seed=int(cfg.seed) + EVAL_SEED_OFFSET)
-    net = build_network(cfg.network, factory, device)
+    net = build_network(cfg.network, factory, device, resume)
     optimizers = build_optimizers(cfg.optimizer, net)
+    if resume:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(resume["optimizers"][name])
+        set_rng_state(resume["rng"])
     advantage_fn = instantiate(algo.advantage)
     updater = Updater(net, optimizers, instantiate(algo.loss), algo.max_grad_norm)
     collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
@@ -119,148 +162,153 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "acx_version": acx.__version__,
         },
     )
+    if resume:
+        ckpts.last_saved = Path(resume["path"])
 
     total_steps = int(cfg.total_steps)
     eval_every, ckpt_every = int(cfg.eval.every_steps), int(cfg.checkpoint.every_steps)
     log_every = int(cfg.log.every_updates)
     reward_scale = float(algo.reward_scale)
-    env_steps = updates = episodes = 0
-    next_eval, next_ckpt = eval_every, ckpt_every
-    best_eval, last_eval = -float("inf"), None
-    evals_done = 0
-    solved_at: int | None = None
+    p = progress
+    next_eval = (p.env_steps // eval_every + 1) * eval_every
+    next_ckpt = (p.env_steps // ckpt_every + 1) * ckpt_every
     recent: deque[float] = deque(maxlen=100)
     window_returns: list[float] = []
     window_lengths: list[int] = []
-    last_log_time, last_log_steps = time.perf_counter(), 0
+    last_log_time, last_log_steps = time.perf_counter(), p.env_steps
+    solved = False
 
-    def counters() -> dict[str, Any]:
-        return {
-            "env_step": env_steps,
-            "updates": updates,
-            "episodes": episodes,
-            "best_eval_return": best_eval,
-            "eval_return": last_eval,
-            "wall_seconds": time.perf_counter() - start,
-        }
+    def wall() -> float:
+        return p.wall_seconds + time.perf_counter() - start
+
+    def snapshot() -> Progress:
+        return dataclasses.replace(p, wall_seconds=wall())
 
     def run_eval() -> float:
-        nonlocal best_eval, last_eval, evals_done
         # fresh start states for every evaluation: the same few would be passed by luck sooner or later
-        seed = int(cfg.seed) + EVAL_SEED_OFFSET + evals_done * 1000
-        evals_done += 1
+        seed = int(cfg.seed) + EVAL_SEED_OFFSET + p.evals_done * 1000
+        p.evals_done += 1
         rets, lens = evaluate_vector(net, eval_envs, device, factory.env_actions, bool(cfg.eval.deterministic), seed)
-        last_eval = float(rets.mean())
-        loggers.log(
-            {
-                "eval/return_mean": last_eval,
-                "eval/return_std": float(rets.std()),
-                "eval/length_mean": float(lens.mean()),
-            },
-            env_steps,
-            time.perf_counter() - start,
-        )
-        if last_eval > best_eval:
-            best_eval = last_eval
-            ckpts.save("best", net, optimizers, counters())
-        return last_eval
+        p.eval_return = float(rets.mean())
+        metrics = {"eval/return_mean": p.eval_return, "eval/return_std": float(rets.std())}
+        metrics["eval/length_mean"] = float(lens.mean())
+        loggers.log(metrics, p.env_steps, wall())
+        if p.eval_return > p.best_eval_return and is_finite_model(net):
+            p.best_eval_return = p.eval_return
+            ckpts.save("best", net, optimizers, snapshot())
+        return p.eval_return
 
     def confirm_solved() -> bool:
         """A passing eval must hold over ``eval.confirm_episodes`` more episodes from new start states."""
         n = int(cfg.eval.confirm_episodes or 0)
         if n <= 0:
             return True
-        envs_confirm = factory.make_vector(n)
-        rets, _ = evaluate_vector(
-            net,
-            envs_confirm,
-            device,
-            factory.env_actions,
-            bool(cfg.eval.deterministic),
-            int(cfg.seed) + 2 * EVAL_SEED_OFFSET + evals_done * 1000,
-        )
-        envs_confirm.close()
+        confirm_envs = factory.make_vector(n)
+        seed = int(cfg.seed) + 2 * EVAL_SEED_OFFSET + p.evals_done * 1000
+        rets, _ = evaluate_vector(net, confirm_envs, device, factory.env_actions, bool(cfg.eval.deterministic), seed)
+        confirm_envs.close()
         mean = float(rets.mean())
-        loggers.log({"eval/confirm_return_mean": mean}, env_steps, time.perf_counter() - start)
+        loggers.log({"eval/confirm_return_mean": mean}, p.env_steps, wall())
         return stop.observe_eval(mean)
 
-    bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=not cfg.progress, file=sys.stderr)
-    while env_steps < total_steps:
-        rollout = collector.collect()
-        rewards = rollout.rewards * reward_scale if reward_scale != 1.0 else rollout.rewards
-        advantages, returns = advantage_fn(
-            rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
-        )
-        stats = updater.step(rollout, advantages, returns)
-        steps = rollout.num_transitions
-        env_steps += steps
-        updates += 1
-        episodes += len(rollout.episode_returns)
-        recent.extend(rollout.episode_returns)
-        window_returns += rollout.episode_returns
-        window_lengths += rollout.episode_lengths
-        bar.update(steps)
-        solved = stop.observe_episodes(rollout.episode_returns)
+    bar = tqdm(
+        total=total_steps,
+        initial=min(p.env_steps, total_steps),
+        unit="step",
+        dynamic_ncols=True,
+        disable=not cfg.progress,
+        file=sys.stderr,
+    )
+    try:
+        with StopSignals() as signals:
+            while p.env_steps < total_steps and not solved:
+                rollout = collector.collect()
+                rewards = rollout.rewards * reward_scale if reward_scale != 1.0 else rollout.rewards
+                advantages, returns = advantage_fn(
+                    rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
+                )
+                try:
+                    stats = updater.step(rollout, advantages, returns)
+                except NonFiniteError as exc:
+                    last = ckpts.last_saved or "none yet"
+                    raise NonFiniteError(f"{exc} at env step {p.env_steps:,}; last good checkpoint: {last}") from None
+                steps = rollout.num_transitions
+                p.env_steps += steps
+                p.updates += 1
+                p.episodes += len(rollout.episode_returns)
+                recent.extend(rollout.episode_returns)
+                window_returns += rollout.episode_returns
+                window_lengths += rollout.episode_lengths
+                bar.update(steps)
+                solved = stop.observe_episodes(rollout.episode_returns)
 
-        if updates % log_every == 0:
-            now = time.perf_counter()
-            metrics = {k: float(v) for k, v in stats.items()}
-            metrics["time/sps"] = (env_steps - last_log_steps) / max(now - last_log_time, 1e-9)
-            if window_returns:
-                metrics["train/episode_return"] = float(np.mean(window_returns))
-                metrics["train/episode_length"] = float(np.mean(window_lengths))
-            loggers.log(metrics, env_steps, now - start)
-            bar.set_postfix(
-                sps=f"{metrics['time/sps']:.0f}",
-                ret=f"{np.mean(recent):.1f}" if recent else "-",
-                eval=f"{last_eval:.1f}" if last_eval is not None else "-",
-                refresh=False,
-            )
-            window_returns, window_lengths = [], []
-            last_log_time, last_log_steps = now, env_steps
+                if p.updates % log_every == 0:
+                    now = time.perf_counter()
+                    metrics = {k: float(v) for k, v in stats.items()}
+                    metrics["time/sps"] = (p.env_steps - last_log_steps) / max(now - last_log_time, 1e-9)
+                    if window_returns:
+                        metrics["train/episode_return"] = float(np.mean(window_returns))
+                        metrics["train/episode_length"] = float(np.mean(window_lengths))
+                    loggers.log(metrics, p.env_steps, wall())
+                    bar.set_postfix(
+                        sps=f"{metrics['time/sps']:.0f}",
+                        ret=f"{np.mean(recent):.1f}" if recent else "-",
+                        eval=f"{p.eval_return:.1f}" if p.eval_return is not None else "-",
+                        refresh=False,
+                    )
+                    window_returns, window_lengths = [], []
+                    last_log_time, last_log_steps = now, p.env_steps
 
-        if env_steps >= next_eval:
-            next_eval += eval_every * max(1, (env_steps - next_eval) // eval_every + 1)
-            solved = (stop.observe_eval(run_eval()) and confirm_solved()) or solved
-        if env_steps >= next_ckpt:
-            next_ckpt += ckpt_every * max(1, (env_steps - next_ckpt) // ckpt_every + 1)
-            ckpts.save(f"step_{env_steps:09d}", net, optimizers, counters())
-        if solved:
-            solved_at = env_steps
-            break
-    bar.close()
+                if p.env_steps >= next_eval:
+                    next_eval = (p.env_steps // eval_every + 1) * eval_every
+                    solved = (stop.observe_eval(run_eval()) and confirm_solved()) or solved
+                if p.env_steps >= next_ckpt:
+                    next_ckpt = (p.env_steps // ckpt_every + 1) * ckpt_every
+                    ckpts.save(f"step_{p.env_steps:09d}", net, optimizers, snapshot())
+                if signals.received is not None:
+                    path = ckpts.save(f"step_{p.env_steps:09d}", net, optimizers, snapshot())
+                    bar.close()
+                    print(f"acx: interrupted at env step {p.env_steps:,}; resume with: acx train resume={out_dir}")
+                    raise Interrupted(signals.received, str(path))
+            if solved:
+                p.solved_at_step = p.env_steps
+        bar.close()
 
-    if last_eval is None or solved_at is None or stop.name != "eval_threshold":
-        run_eval()  # the final model is always evaluated on the eval episodes
-    final_path = ckpts.save("final", net, optimizers, counters())
-    loggers.close()
-    envs.close()
-    eval_envs.close()
+        if p.eval_return is None or not solved or stop.name != "eval_threshold":
+            run_eval()  # the final model is always evaluated on the eval episodes
+        final_path = ckpts.save("final", net, optimizers, snapshot())
+    finally:
+        bar.close()
+        loggers.close()
+        envs.close()
+        eval_envs.close()
+
     confirm = int(cfg.eval.confirm_episodes or 0) if stop.name == "eval_threshold" else 0
     summary = {
         "env_id": factory.id,
         "algo": algo.get("name"),
         "seed": int(cfg.seed),
-        "solved": solved_at is not None,
-        "solved_at_step": solved_at,
+        "solved": p.solved_at_step is not None,
+        "solved_at_step": p.solved_at_step,
         "stop_rule": stop.describe() + (f", confirmed over {confirm} more episodes" if confirm else ""),
-        "env_steps": env_steps,
-        "episodes": episodes,
-        "updates": updates,
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "best_eval_return": best_eval,
-        "final_eval_return": last_eval,
+        "env_steps": p.env_steps,
+        "episodes": p.episodes,
+        "updates": p.updates,
+        "wall_seconds": round(wall(), 3),
+        "best_eval_return": p.best_eval_return,
+        "final_eval_return": p.eval_return,
         "checkpoint": str(final_path),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if solved_at is not None:
+    where = f"in {summary['wall_seconds']:.1f} s; checkpoint: {final_path}"
+    if p.solved_at_step is not None:
         print(
-            f"acx: solved {factory.id} at env step {solved_at:,} ({summary['stop_rule']}; final eval {last_eval:.1f}) "
-            f"in {summary['wall_seconds']:.1f} s; checkpoint: {final_path}"
+            f"acx: solved {factory.id} at env step {p.solved_at_step:,} ({summary['stop_rule']}; "
+            f"final eval {p.eval_return:.1f}) {where}"
         )
     else:
         print(
-            f"acx: not solved in {env_steps:,} env steps (best eval {best_eval:.1f}, final eval {last_eval:.1f}) "
-            f"in {summary['wall_seconds']:.1f} s; checkpoint: {final_path}"
+            f"acx: not solved in {p.env_steps:,} env steps (best eval {p.best_eval_return:.1f}, "
+            f"final eval {p.eval_return:.1f}) {where}"
         )
     return summary

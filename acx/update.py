@@ -29,6 +29,10 @@ def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict
     return optimizers
 
 
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN or infinite; no optimizer step was taken with it."""
+
+
 class Updater:
     """Turns a rollout and its advantages into one optimizer step per group."""
 
@@ -56,9 +60,18 @@ class Updater:
             opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         grad_norms = {}
-        for name, opt in self.optimizers.items():
+        for name in self.optimizers:
             if self.max_grad_norm:
                 grad_norms[name] = torch.nn.utils.clip_grad_norm_(self.params[name], self.max_grad_norm)
+            else:
+                grad_norms[name] = torch.nn.utils.get_total_norm(
+                    [p.grad for p in self.params[name] if p.grad is not None]
+                )
+        # a NaN/inf must never reach the weights: check before any optimizer steps
+        if not bool(torch.isfinite(torch.stack([losses["total"].detach(), *grad_norms.values()])).all()):
+            bad = "loss" if not torch.isfinite(losses["total"]) else "gradient"
+            raise NonFiniteError(f"non-finite {bad} ({', '.join(f'{k}={v.item():.3g}' for k, v in losses.items())})")
+        for opt in self.optimizers.values():
             opt.step()
         stats: dict[str, float | Tensor] = {f"losses/{k}": v.detach() for k, v in losses.items() if k != "entropy_mean"}
         stats["train/entropy"] = losses["entropy_mean"]
@@ -66,7 +79,7 @@ class Updater:
         stats["train/advantage_mean"] = masked_mean(advantages, m)
         stats["train/value_mean"] = masked_mean(values.detach(), m)
         for name, norm in grad_norms.items():
-            stats[f"train/grad_norm{'' if name == 'all' else '_' + name}"] = norm
+            stats[f"train/grad_norm{'' if name == 'all' else '_' + name}"] = norm  # before clipping
         if std is not None:
             stats["train/policy_std"] = std.detach().mean()
         return stats

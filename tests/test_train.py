@@ -80,7 +80,7 @@ def test_train_writes_checkpoints_summary_and_metrics(run_dir: Path):
         "high": meta["observation_space"]["high"],
     }
     assert meta["action_space"] == {"type": "Discrete", "n": 2}
-    assert meta["env_step"] == saved["env_steps"] and meta["episodes"] > 0
+    assert meta["progress"]["env_steps"] == saved["env_steps"] and meta["progress"]["episodes"] > 0
     assert meta["config"]["algo"]["name"] == "nstep"
     assert set(ckpt["optimizers"]) == {"all"} and ckpt["optimizers"]["all"]["state"]
     assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
