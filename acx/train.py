@@ -156,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         advantages, returns = advantage_fn(
             rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
         )
-        stats = updater.step(rollout, advantages, returns)
+        stats = updater.step(rollout, advantages, returns, diagnostics=(updates + 1) % log_every == 0)
         steps = rollout.num_transitions
         env_steps += steps
         updates += 1
