@@ -22,7 +22,7 @@ import acx
 from acx.checkpoint import atomic_write, save_checkpoint
 from acx.envs import space_to_dict
 from acx.evaluate import evaluate_vector
-from acx.loggers import JsonlLogger, LoggerGroup
+from acx.loggers import JsonlLogger, LoggerGroup, build_loggers
 from acx.networks import ActorCritic
 from acx.rollout import RolloutCollector
 from acx.update import Updater, build_optimizers
@@ -106,7 +106,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
     stop = instantiate(cfg.stop, default_threshold=factory.reward_threshold)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    loggers = LoggerGroup([JsonlLogger(out_dir / "metrics.jsonl")])
+    trackers = build_loggers(cfg.get("logger"), out_dir, resolved)  # conf/logger: W&B, TensorBoard
+    loggers = LoggerGroup([JsonlLogger(out_dir / "metrics.jsonl"), *trackers])
     ckpts = CheckpointWriter(
         out_dir / "checkpoints",
         int(cfg.checkpoint.keep),
@@ -198,6 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if last_eval is None or solved_at is None or stop.name != "eval_threshold":
         run_eval()  # the final model is always evaluated on the eval episodes
     final_path = ckpts.save("final", net, optimizers, counters())
+    loggers.log_files("model", [p for p in (ckpts.folder / "best.pt", final_path) if p.exists()], env_steps)
     loggers.close()
     envs.close()
     eval_envs.close()
