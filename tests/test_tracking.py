@@ -282,6 +282,7 @@ def conf_dir():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
+        ([], {"wandb"}),  # W&B (offline) is on by default
         (["logger=[wandb,tensorboard]"], {"wandb", "tensorboard"}),
         (["logger=tensorboard"], {"tensorboard"}),
         (["logger=none"], set()),
