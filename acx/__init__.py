@@ -1,10 +1,23 @@
 """acx: config-driven actor-critic experiments (Hydra + PyTorch + Gymnasium)."""
 
 import re
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
 
+
+def sweep_name() -> str | None:
+    """The multirun sweep directory's name inside a ``-m`` job, else None (names W&B's run group)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
 # ${slug:ALE/Pong-v5} -> ALE-Pong-v5: env ids made safe for run-directory names
 OmegaConf.register_new_resolver("slug", lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "-", str(s)), replace=True)
+OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)

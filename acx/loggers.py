@@ -1,13 +1,33 @@
 """Metric sinks. ``metrics.jsonl`` in the run dir is always written: one JSON row per log step with
-``env_step``, ``wall_time`` and the metrics; other loggers come from the ``logger`` config group."""
+``env_step``, ``wall_time`` and the metrics; other loggers come from the ``logger`` config group
+(``conf/logger/*.yaml``, several at once: ``logger=[wandb,tensorboard]``). Every logger gets the same
+metric names at the same step (the env step), and none of them can stop a training run."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"acx: warning: {message}", file=sys.stderr)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one short line (Hydra and pydantic wrap theirs in several)."""
+    while exc.__cause__ is not None:  # Hydra's InstantiationException wraps the logger's own error
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = "; ".join(lines[:3])  # pydantic: "1 validation error for Settings; mode; Input should be ..."
+    return f"{type(exc).__name__}: {text[:240]}"
 
 
 class JsonlLogger:
@@ -26,6 +46,104 @@ class JsonlLogger:
         self.file.close()
 
 
+class TensorBoardLogger:
+    """Event files in ``<run_dir>/tensorboard``: every metric as a scalar at its env step, the config as text."""
+
+    def __init__(
+        self, run_dir: str | Path, run_config: Mapping[str, Any] | None = None, subdir: str = "tensorboard",
+        flush_secs: int = 30,
+    ):  # fmt: skip
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / subdir), flush_secs=flush_secs)
+        if run_config is not None:  # indented: TensorBoard's text tab renders it as a code block
+            text = OmegaConf.to_yaml(run_config)
+            self.writer.add_text("config", "    " + text.replace("\n", "\n    "), global_step=0)
+
+    def log(self, metrics: dict[str, float], step: int, wall_time: float) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, global_step=step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbLogger:
+    """A Weights & Biases run in ``<run_dir>/wandb``: the resolved config, every metric at its env step,
+    videos, and the best and final checkpoints as one model artifact.
+
+    ``mode`` is 'offline' unless asked otherwise (``conf/logger/wandb.yaml`` explains the rule); an
+    offline run is a local directory that ``wandb sync`` uploads later. ``settings`` go to
+    ``wandb.Settings``; the config's defaults keep W&B quiet and bound how long it may wait.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        run_config: Mapping[str, Any] | None = None,
+        project: str = "acx",
+        entity: str | None = None,
+        group: str | None = None,
+        tags: list[str] | tuple[str, ...] = (),
+        name: str | None = None,
+        mode: str = "offline",
+        settings: Mapping[str, Any] | None = None,
+    ):
+        import wandb
+
+        self.wandb = wandb
+        self.mode = mode
+        self.run = wandb.init(
+            dir=str(run_dir),
+            config=dict(run_config or {}),
+            project=project,
+            entity=entity,
+            group=group,
+            tags=list(tags),
+            name=name,
+            mode=mode,
+            settings=wandb.Settings(**dict(settings or {})),
+        )
+
+    def log(self, metrics: dict[str, float], step: int, wall_time: float) -> None:
+        self.run.log(metrics, step=step)
+
+    def log_files(self, kind: str, paths: list[Path], step: int) -> None:
+        """``kind='model'``: the checkpoint files as one model artifact; ``'video'``: each file under
+        ``eval/video`` at ``step``. Other kinds are not for W&B and are ignored."""
+        if kind == "model" and paths:
+            artifact = self.wandb.Artifact(f"model-{self.run.id}", type="model", metadata={"env_step": step})
+            for path in paths:  # immutable: uploaded from the run dir, no copy in W&B's staging area
+                artifact.add_file(str(path), name=Path(path).name, policy="immutable", skip_cache=True)
+            self.run.log_artifact(artifact, aliases=["latest"])
+        elif kind == "video":
+            for path in paths:
+                self.run.log({"eval/video": self.wandb.Video(str(path), format=Path(path).suffix[1:])}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+        if self.mode == "offline":
+            run_dir = self.run.settings.sync_dir
+            print(f"acx: W&B offline run in {run_dir}; upload it with: wandb sync {run_dir}")
+        elif self.run.url:
+            print(f"acx: W&B run: {self.run.url}")
+
+
+def build_loggers(logger_cfg: Mapping[str, Any] | None, run_dir: Path, run_config: Mapping[str, Any]) -> list[Any]:
+    """The loggers that ``cfg.logger`` names, each given the run dir and the resolved config; one that
+    cannot start prints one warning and the run goes on without it."""
+    loggers = []
+    for name, node in (logger_cfg or {}).items():
+        if node is None:
+            continue
+        try:
+            # partial: the run's own arguments bypass OmegaConf (the resolved config holds _target_ keys)
+            loggers.append(instantiate(node, _partial_=True, _convert_="all")(run_dir=run_dir, run_config=run_config))
+        except Exception as exc:  # tracking must never stop training
+            warn(f"logger.{name} could not start ({describe_error(exc)}); training goes on without it")
+    return loggers
+
+
 class LoggerGroup:
     """Fans metrics out to every logger; a failing optional logger is dropped with one warning."""
 
@@ -42,7 +160,7 @@ class LoggerGroup:
             except Exception as exc:  # tracking must never stop training
                 if isinstance(logger, JsonlLogger):
                     raise
-                print(f"acx: warning: {type(logger).__name__} failed ({exc}); continuing without it", file=sys.stderr)
+                warn(f"{type(logger).__name__} failed ({describe_error(exc)}); continuing without it")
                 self.loggers.remove(logger)
 
     def log(self, metrics: dict[str, float], step: int, wall_time: float) -> None:

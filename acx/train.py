@@ -23,7 +23,7 @@ import acx
 from acx.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from acx.envs import space_to_dict
 from acx.evaluate import evaluate_vector
-from acx.loggers import JsonlLogger, LoggerGroup
+from acx.loggers import JsonlLogger, LoggerGroup, build_loggers
 from acx.networks import ActorCritic
 from acx.rollout import RolloutCollector
 from acx.signals import Interrupted, StopSignals
@@ -150,7 +150,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
     stop = instantiate(cfg.stop, default_threshold=factory.reward_threshold)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    loggers = LoggerGroup([JsonlLogger(out_dir / "metrics.jsonl")])
+    trackers = build_loggers(cfg.get("logger"), out_dir, resolved)  # conf/logger: W&B, TensorBoard
+    loggers = LoggerGroup([JsonlLogger(out_dir / "metrics.jsonl"), *trackers])
     ckpts = CheckpointWriter(
         out_dir / "checkpoints",
         int(cfg.checkpoint.keep),
@@ -177,6 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     window_lengths: list[int] = []
     last_log_time, last_log_steps = time.perf_counter(), p.env_steps
     solved = False
+    last_eval_step = -1
 
     def wall() -> float:
         return p.wall_seconds + time.perf_counter() - start
@@ -186,8 +188,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     def run_eval() -> float:
         # fresh start states for every evaluation: the same few would be passed by luck sooner or later
+        nonlocal last_eval_step
         seed = int(cfg.seed) + EVAL_SEED_OFFSET + p.evals_done * 1000
         p.evals_done += 1
+        last_eval_step = p.env_steps
         rets, lens = evaluate_vector(net, eval_envs, device, factory.env_actions, bool(cfg.eval.deterministic), seed)
         p.eval_return = float(rets.mean())
         metrics = {"eval/return_mean": p.eval_return, "eval/return_std": float(rets.std())}
@@ -228,7 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
                 )
                 try:
-                    stats = updater.step(rollout, advantages, returns)
+                    # the costlier diagnostics only on updates that get logged
+                    stats = updater.step(rollout, advantages, returns, diagnostics=(p.updates + 1) % log_every == 0)
                 except NonFiniteError as exc:
                     last = ckpts.last_saved or "none yet"
                     raise NonFiniteError(f"{exc} at env step {p.env_steps:,}; last good checkpoint: {last}") from None
@@ -274,9 +279,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 p.solved_at_step = p.env_steps
         bar.close()
 
-        if p.eval_return is None or not solved or stop.name != "eval_threshold":
-            run_eval()  # the final model is always evaluated on the eval episodes
+        if last_eval_step != p.env_steps:
+            run_eval()  # the final model is always evaluated (unless it just was)
         final_path = ckpts.save("final", net, optimizers, snapshot())
+        loggers.log_files("model", [f for f in (ckpts.folder / "best.pt", final_path) if f.exists()], p.env_steps)
     finally:
         bar.close()
         loggers.close()

@@ -1,4 +1,5 @@
-"""The gradient step: optimizers from config, one backward pass of the summed loss, clipping, step."""
+"""The gradient step: optimizers from config, one backward pass of the summed loss, clipping, step;
+plus the diagnostics the logger reports (seed 002's gradient statistics, the critic's explained variance)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from torch import Tensor
+from torch import Tensor, nn
 
 from acx.losses import ActorCriticLoss, masked_mean
 from acx.networks import ActorCritic
@@ -33,6 +34,29 @@ class NonFiniteError(RuntimeError):
     """A loss or gradient became NaN or infinite; no optimizer step was taken with it."""
 
 
+def masked_var(x: Tensor, mask: Tensor) -> Tensor:
+    """Population variance of x over the True entries of mask."""
+    return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 - Var(returns - values) / Var(returns) over the masked transitions: 1 is a perfect critic, 0 is
+    no better than a constant, below 0 is worse; NaN when the returns do not vary."""
+    var_returns = masked_var(returns, mask)
+    ratio = masked_var(returns - values, mask) / var_returns
+    return torch.where(var_returns > 0, 1 - ratio, torch.full_like(ratio, float("nan")))
+
+
+def gradient_stats(params: list[nn.Parameter]) -> dict[str, Tensor]:
+    """Seed 002's statistics over every gradient entry: RMS (``grad_l2``), max |g| and variance."""
+    grads = torch.cat([p.grad.detach().flatten() for p in params if p.grad is not None])
+    return {
+        "train/grad_l2": grads.square().mean().sqrt(),
+        "train/grad_max": grads.abs().max(),
+        "train/grad_var": grads.var(correction=0),
+    }
+
+
 class Updater:
     """Turns a rollout and its advantages into one optimizer step per group."""
 
@@ -46,8 +70,13 @@ class Updater:
         self.net, self.optimizers, self.loss_fn, self.max_grad_norm = net, optimizers, loss_fn, max_grad_norm
         self.params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
 
-    def step(self, rollout: Rollout, advantages: Tensor, returns: Tensor) -> dict[str, float | Tensor]:
-        """One update; returns the loss terms and diagnostics as tensors (no host sync here)."""
+    def step(
+        self, rollout: Rollout, advantages: Tensor, returns: Tensor, diagnostics: bool = True
+    ) -> dict[str, float | Tensor]:
+        """One update; returns the loss terms and diagnostics as tensors (no host sync here).
+
+        ``diagnostics=False`` skips the statistics that cost a pass over every gradient: the training loop
+        asks for them only on the updates it logs."""
         mask = rollout.valid.flatten()
         advantages, returns = self.loss_fn.targets(
             advantages.flatten(), returns.flatten(), rollout.values.flatten(), mask
@@ -59,6 +88,8 @@ class Updater:
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         losses["total"].backward()
+        # taken before clipping: the gradient the loss produced
+        grad_stats = gradient_stats([p for params in self.params.values() for p in params]) if diagnostics else {}
         grad_norms = {}
         for name in self.optimizers:
             if self.max_grad_norm:
@@ -78,8 +109,12 @@ class Updater:
         m = mask.float()
         stats["train/advantage_mean"] = masked_mean(advantages, m)
         stats["train/value_mean"] = masked_mean(values.detach(), m)
+        if diagnostics:
+            stats["train/advantage_std"] = masked_var(advantages, m).sqrt()
+            stats["train/explained_variance"] = explained_variance(values.detach(), returns, m)
         for name, norm in grad_norms.items():
             stats[f"train/grad_norm{'' if name == 'all' else '_' + name}"] = norm  # before clipping
+        stats.update(grad_stats)
         if std is not None:
             stats["train/policy_std"] = std.detach().mean()
         return stats

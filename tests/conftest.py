@@ -16,7 +16,7 @@ CONF = ROOT / "conf"
 ACX = [str(Path(sys.executable).parent / "acx")]  # the installed console script
 
 # short-run settings that keep a test run to seconds
-FAST = ["progress=false", "eval.episodes=2", "eval.every_steps=1000", "checkpoint.every_steps=1000"]
+FAST = ["progress=false", "logger=none", "eval.episodes=2", "eval.every_steps=1000", "checkpoint.every_steps=1000"]
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:

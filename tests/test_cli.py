@@ -14,9 +14,11 @@ from tests.conftest import FAST, run_acx
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """One short real CartPole training run shared by the eval tests."""
+    """One short real CartPole training run shared by the eval tests, with the default loggers (W&B
+    offline: it must work with no network and no API key)."""
     run_dir = tmp_path_factory.mktemp("cli") / "train"
-    proc = run_acx("train", *FAST, "total_steps=4000", f"hydra.run.dir={run_dir}")
+    fast = [o for o in FAST if not o.startswith("logger=")]
+    proc = run_acx("train", *fast, "total_steps=4000", f"hydra.run.dir={run_dir}", env={"WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir
 
@@ -26,6 +28,7 @@ def test_train_cli_outputs(trained: Path):
     assert summary["env_steps"] >= 4000
     assert (trained / "checkpoints" / "final.pt").is_file()
     assert (trained / ".hydra" / "config.yaml").is_file()
+    assert list((trained / "wandb").glob("offline-run-*/run-*.wandb")), "the default W&B logger left no offline run"
 
 
 def test_train_prints_final_line(tmp_path: Path):

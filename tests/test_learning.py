@@ -16,7 +16,7 @@ from tests.conftest import compose_train
 
 pytestmark = pytest.mark.slow
 
-QUIET = ["progress=false", "checkpoint.every_steps=1000000"]
+QUIET = ["progress=false", "logger=none", "checkpoint.every_steps=1000000"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
