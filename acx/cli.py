@@ -107,13 +107,14 @@ APPS = {"train": train_app, "eval": eval_app}
 def resume_arguments(args: list[str]) -> list[str]:
     """For ``acx train resume=PATH``: the original run's overrides first (so the same config is
     composed), the user's after them (they win), and the original run dir unless one is given."""
-    from acx.checkpoint import CheckpointError, resolve_checkpoint
+    from acx.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 
     given = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not given or not given[-1] or given[-1] == "null":
         return args
     try:
         ckpt = resolve_checkpoint(given[-1])
+        load_checkpoint(ckpt)  # a bad checkpoint is reported before Hydra writes anything
     except CheckpointError as exc:
         print(f"acx: error: resume: {exc}", file=sys.stderr)
         sys.exit(2)

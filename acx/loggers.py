@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,12 +31,26 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:240]}"
 
 
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line)["env_step"]
+    except (ValueError, KeyError, TypeError):  # a row cut short by a kill
+        return float("inf")
+
+
 class JsonlLogger:
     """Append-only local record that reports and tests read without any tracking service."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, resume_step: int | None = None):
+        """A fresh run starts the file anew; a resumed one keeps the rows up to its checkpoint's step
+        (rows logged after it, before a crash, are dropped so the record continues from there)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", buffering=1)
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+            self.file = open(path, "a", buffering=1)
+        else:
+            self.file = open(path, "w", buffering=1)
 
     def log(self, metrics: dict[str, float], step: int, wall_time: float) -> None:
         row = {"env_step": step, "wall_time": round(wall_time, 4)}
@@ -93,7 +108,12 @@ class WandbLogger:
 
         self.wandb = wandb
         self.mode = mode
+        # a resumed acx run (same run dir) continues the same W&B run
+        id_file = Path(run_dir) / "wandb" / "run-id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)  # not the seeded RNGs
         self.run = wandb.init(
+            id=run_id,
+            resume="allow",
             dir=str(run_dir),
             config=dict(run_config or {}),
             project=project,
@@ -104,6 +124,8 @@ class WandbLogger:
             mode=mode,
             settings=wandb.Settings(**dict(settings or {})),
         )
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(self.run.id)
 
     def log(self, metrics: dict[str, float], step: int, wall_time: float) -> None:
         self.run.log(metrics, step=step)

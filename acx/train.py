@@ -28,7 +28,7 @@ from acx.networks import ActorCritic
 from acx.rollout import RolloutCollector
 from acx.signals import Interrupted, StopSignals
 from acx.update import NonFiniteError, Updater, build_optimizers
-from acx.validation import validate_train_config
+from acx.validation import ConfigError, validate_train_config
 
 EVAL_SEED_OFFSET = 1_000_000  # eval episodes start from states the training envs never use
 
@@ -132,6 +132,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     device = instantiate(cfg.device)
     resume = load_checkpoint(cfg.resume, map_location=device) if cfg.get("resume") else None
     out_dir = Path(cfg.paths.output_dir)
+    if not resume and list((out_dir / "checkpoints").glob("*.pt")):
+        raise ConfigError(
+            f"hydra.run.dir={out_dir} already holds another run's checkpoints: continue it with "
+            f"resume={out_dir}, or choose another folder"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     algo = cfg.algo
@@ -151,7 +156,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stop = instantiate(cfg.stop, default_threshold=factory.reward_threshold)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trackers = build_loggers(cfg.get("logger"), out_dir, resolved)  # conf/logger: W&B, TensorBoard
-    loggers = LoggerGroup([JsonlLogger(out_dir / "metrics.jsonl"), *trackers])
+    jsonl = JsonlLogger(out_dir / "metrics.jsonl", resume_step=progress.env_steps if resume else None)
+    loggers = LoggerGroup([jsonl, *trackers])
     ckpts = CheckpointWriter(
         out_dir / "checkpoints",
         int(cfg.checkpoint.keep),

@@ -1,0 +1,145 @@
+"""Runs that survive faults: kill -9 at random moments, SIGINT/SIGTERM, a forced NaN, resume,
+and bad checkpoints given to `acx train resume=` - all through the real `acx` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from acx.checkpoint import load_checkpoint
+from tests.conftest import ACX, FAST, ROOT, run_acx
+from tests.test_validation import BAD_CHECKPOINTS, make_bad
+
+FAULT = ["progress=false", "logger=none", "stop=budget", "eval.episodes=2", "eval.every_steps=5000"]
+
+
+def start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [*ACX, "train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def every_checkpoint_loads(run_dir: Path) -> list[dict]:
+    return [load_checkpoint(p) for p in sorted((run_dir / "checkpoints").glob("*.pt"))]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_to_the_end(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    rng = random.Random(1234)
+    # a checkpoint every 300 steps: kills often land in the middle of a checkpoint write
+    args = [*FAULT, "total_steps=10000000", "checkpoint.every_steps=300", "checkpoint.keep=3"]
+    steps_seen = []
+    for _ in range(20):
+        started = bool(list((run_dir / "checkpoints").glob("*.pt")))
+        proc = start(*args, *([f"resume={run_dir}"] if started else [f"hydra.run.dir={run_dir}"]))
+        time.sleep(rng.uniform(0.3, 3.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        loaded = every_checkpoint_loads(run_dir)  # every checkpoint file present is whole
+        if loaded:
+            steps_seen.append(max(c["meta"]["progress"]["env_steps"] for c in loaded))
+            latest = load_checkpoint(run_dir)  # the `latest` pointer names a loadable file
+            assert latest["meta"]["progress"]["env_steps"] == steps_seen[-1] or latest["meta"]["kind"] == "best"
+    assert steps_seen and steps_seen == sorted(steps_seen), "progress never goes backwards across kills"
+    target = steps_seen[-1] + 3000
+    proc = run_acx("train", *args, f"resume={run_dir}", f"total_steps={target}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] >= target
+    assert summary["checkpoint"] == str(run_dir / "checkpoints" / "final.pt")
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["env_step"] >= target  # the log continued, it did not restart at 0
+    steps = [row["env_step"] for row in rows]
+    assert steps == sorted(steps), "rows logged after a checkpoint, before a kill, are dropped on resume"
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_resumable_checkpoint(tmp_path: Path, sig: int, code: int):
+    run_dir = tmp_path / "run"
+    proc = start(*FAULT, "total_steps=10000000", "checkpoint.every_steps=2000", f"hydra.run.dir={run_dir}")
+    wait_for(run_dir / "checkpoints" / "latest", proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    assert f"resume with: acx train resume={run_dir}" in out
+    ckpt = load_checkpoint(run_dir)
+    stopped_at = ckpt["meta"]["progress"]["env_steps"]
+    assert ckpt["path"].endswith(f"step_{stopped_at:09d}.pt")
+    resumed = run_acx("train", f"resume={run_dir}", f"total_steps={stopped_at + 2000}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] >= stopped_at + 2000
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "stop=budget" in overrides and "logger=none" in overrides  # the original run's config came back
+
+
+def test_resume_restores_weights_optimizer_and_counters(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}").returncode == 0
+    first = load_checkpoint(run_dir / "checkpoints" / "final.pt")
+    proc = run_acx("train", f"resume={run_dir}/checkpoints/final.pt", "total_steps=6000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = load_checkpoint(run_dir / "checkpoints" / "final.pt")
+    p1, p2 = first["meta"]["progress"], second["meta"]["progress"]
+    assert p2["env_steps"] >= 6000 and p2["updates"] > p1["updates"] and p2["episodes"] > p1["episodes"]
+    assert p2["wall_seconds"] > p1["wall_seconds"]
+    assert p2["best_eval_return"] >= p1["best_eval_return"]
+    steps1 = first["optimizers"]["all"]["state"][0]["step"]
+    steps2 = second["optimizers"]["all"]["state"][0]["step"]
+    assert steps2 - steps1 == p2["updates"] - p1["updates"]  # Adam's counters continued
+
+
+def test_forced_nan_stops_with_one_line_and_keeps_checkpoints_finite(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}").returncode == 0
+    before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").glob("*.pt")}
+    # rewards x 1e38 overflow the returns to inf at the first update after resuming
+    proc = run_acx("train", f"resume={run_dir}", "total_steps=6000", "algo.reward_scale=1e38")
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "non-finite" in lines[0]
+    assert "at env step 3,0" in lines[0] and f"last good checkpoint: {run_dir}/checkpoints/final.pt" in lines[0]
+    after = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").glob("*.pt")}
+    assert after == before, "a non-finite model is never saved"
+    for ckpt in every_checkpoint_loads(run_dir):
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+@pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
+def test_bad_checkpoint_in_resume(tmp_path: Path, kind: str):
+    good_dir = tmp_path / "good"
+    assert run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={good_dir}").returncode == 0
+    bad = make_bad(kind, good_dir / "checkpoints" / "final.pt", tmp_path)
+    proc = run_acx("train", f"resume={bad}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and BAD_CHECKPOINTS[kind] in lines[0]
+    assert [p.parent for p in tmp_path.rglob(".hydra")] == [good_dir], "no run dir is made for a bad checkpoint"
+
+
+def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={run_dir}").returncode == 0
+    proc = run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2 and f"resume={run_dir}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
