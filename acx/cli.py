@@ -104,6 +104,23 @@ def eval_app(cfg: DictConfig) -> float:
 APPS = {"train": train_app, "eval": eval_app}
 
 
+def check_group_options(command: str, args: list[str]) -> None:
+    """``group=option`` overrides must name files in conf/<group>/: one line listing the choices
+    otherwise (checked before Hydra, which would print several lines and exit 1)."""
+    conf = Path(CONF_DIR)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+")
+        if not sep or "." in key or "/" in key or not (conf / key).is_dir() or key == "hydra":
+            continue
+        choices = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        for option in value.strip("[]").split(","):  # multirun sweeps and lists (logger=[a,b])
+            option = option.strip()
+            if option and option != "null" and option not in choices:
+                print(f"acx: error: {key}={option}: no such option; choose from {', '.join(choices)}", file=sys.stderr)
+                sys.exit(2)
+
+
 def resume_arguments(args: list[str]) -> list[str]:
     """For ``acx train resume=PATH``: the original run's overrides first (so the same config is
     composed), the user's after them (they win), and the original run dir unless one is given."""
@@ -146,6 +163,7 @@ def main() -> None:
         runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"
         runtime_dir.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    check_group_options(command, args[1:])
     rest = resume_arguments(args[1:]) if command == "train" else args[1:]
     sys.argv = [f"acx-{command}", *rest]
     APPS[command]()
