@@ -73,7 +73,7 @@ class Updater:
     def step(
         self, rollout: Rollout, advantages: Tensor, returns: Tensor, diagnostics: bool = True
     ) -> dict[str, float | Tensor]:
-        """One update; returns the loss terms and diagnostics as tensors (no host sync here).
+        """One update; returns the loss terms and diagnostics as tensors (one host sync: the finiteness check).
 
         ``diagnostics=False`` skips the statistics that cost a pass over every gradient: the training loop
         asks for them only on the updates it logs."""
