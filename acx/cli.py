@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import hydra
@@ -13,6 +14,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+# conf/hydra/launcher/{joblib,submitit_*}.yaml keep the plugins' own names and list every key, so users
+# see each knob in one file; Hydra merges them with the plugins' schemas of the same names and warns
+# that it does. Set at import: launcher workers (loky, submitit) import this module before composing.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 USAGE = """usage: acx {train,eval} [hydra overrides...]
 
