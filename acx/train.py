@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,11 @@ class CheckpointWriter:
         return path
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train from a composed config; write checkpoints, metrics.jsonl and summary.json; return the summary."""
+def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train from a composed config; write checkpoints, metrics.jsonl and summary.json; return the summary.
+
+    ``on_eval(env_step, eval_return_mean)`` is called after each periodic evaluation (an Optuna trial
+    reports it there, and raises ``optuna.TrialPruned`` to stop the run)."""
     start = time.perf_counter()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +193,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if env_steps >= next_eval:
             next_eval += eval_every * max(1, (env_steps - next_eval) // eval_every + 1)
             solved = stop.observe_eval(run_eval()) or solved
+            if on_eval is not None:
+                on_eval(env_steps, last_eval)
         if env_steps >= next_ckpt:
             next_ckpt += ckpt_every * max(1, (env_steps - next_ckpt) // ckpt_every + 1)
             ckpts.save(f"step_{env_steps:09d}", net, optimizers, counters())

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
@@ -95,8 +96,14 @@ class RayLauncher(Launcher):
         singleton_state = Singleton.get_state()
         refs = [
             remote_job.remote(
-                initial_job_idx + idx, list(overrides), self.hydra_context, self.config, self.task_function,
-                singleton_state, str(sweep_dir), os.getcwd(),
+                initial_job_idx + idx,
+                list(overrides),
+                self.hydra_context,
+                self.config,
+                self.task_function,
+                singleton_state,
+                str(sweep_dir),
+                os.getcwd(),
             )  # fmt: skip
             for idx, overrides in enumerate(job_overrides)
         ]
