@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig
@@ -56,7 +59,15 @@ def make_storage(
             kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)
         else:
             kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry)
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # workers creating the tables of an empty database at once
+            if attempt == 4:
+                raise
+            log.info(f"optuna storage not ready ({type(exc).__name__}); retrying")
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def requeue(study: optuna.Study, storage: optuna.storages.RDBStorage, trial: optuna.trial.FrozenTrial) -> None:
