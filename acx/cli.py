@@ -28,7 +28,7 @@ USAGE = """usage: acx {train,eval} [hydra overrides...] | acx report DIR
   acx train env=pendulum algo=episodic       pick config groups; any key: algo.gamma=0.98 seed=3
   acx train experiment=<preset>              a preset from conf/experiment/
   acx train -m algo=episodic,td0,nstep seed=0,1,2   a multirun sweep (hydra/launcher=joblib|ray: in parallel)
-  acx train -m hparams_search=cartpole_nstep  an Optuna search (rerun the same command to resume it)
+  acx train -m hparams_search=cartpole_nstep an Optuna search (rerun the same command to resume it)
   acx report DIR                             table and learning curves of the runs in a run or sweep folder
   acx eval ckpt=PATH [episodes=N] [render=human] [video=true] [deterministic=false]
 

@@ -195,7 +195,11 @@ def write_report(root: Path) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     """``acx report DIR``: write report.md and learning_curves.png into DIR and print the table."""
-    parser = argparse.ArgumentParser(prog="acx report", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="acx report",
+        description="Write report.md (a table per configuration: the overrides less seed) and learning_curves.png "
+        "into DIR, and print the table.",
+    )
     parser.add_argument("dir", type=Path, help="a run folder or a sweep folder (every run below it)")
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from acx.report import group_runs, learning_curve, short_override, write_report
 from acx.runs import RunRecord, eval_return_auc, find_run_dirs, load_run, objective_value, steps_to_threshold
+from tests.conftest import run_acx
 
 
 def test_eval_return_auc_by_hand():
@@ -108,3 +109,11 @@ def test_report_of_an_empty_folder_is_an_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no runs"):
         write_report(tmp_path)
     assert RunRecord(path=tmp_path).best_eval is None
+
+
+def test_report_cli_errors_are_one_line(tmp_path: Path):
+    for target in (tmp_path, tmp_path / "missing"):
+        proc = run_acx("report", str(target))
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("acx: error: ") and str(target) in lines[0]
