@@ -154,6 +154,37 @@ def plot_curves(curves: dict[str, Curve], path: Path, threshold: float | None = 
     return fig
 
 
+def optuna_trials_table(root: Path) -> str:
+    """The trials of the Optuna studies in ``root/optuna.db`` (a search's sweep dir), best first; "" if none."""
+    db = root / "optuna.db"
+    if not db.is_file():
+        return ""
+    try:
+        import optuna
+    except ImportError:
+        return ""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{db.absolute()}"
+    lines = []
+    for name in optuna.study.get_all_study_names(url):
+        trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        rest = [t for t in trials if t.state.name != "COMPLETE"]
+        trials = sorted(complete, key=lambda t: (-t.value, t.number)) + sorted(rest, key=lambda t: t.number)
+        lines += [
+            f"\nOptuna study `{name}`: {len(trials)} trials, the complete ones best first\n",
+            "| trial | state | value | last reported (eval return @ step) | params |",
+            "|---:|---|---:|---:|---|",
+        ]
+        for t in trials:
+            value = f"{t.value:.2f}" if t.state.name == "COMPLETE" else "-"  # a pruned trial's value is its last report
+            last = max(t.intermediate_values, default=None)
+            reported = "-" if last is None else f"{t.intermediate_values[last]:.1f} @ {last:,}"
+            params = " ".join(short_override(f"{k}={v}") for k, v in t.params.items())
+            lines.append(f"| {t.number} | {t.state.name} | {value} | {reported} | {params} |")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def write_report(root: Path) -> Report:
     """Read every run at or below ``root``; write the table and the plot into ``root``."""
     root = Path(root)
@@ -181,7 +212,7 @@ def write_report(root: Path) -> Report:
         "",
         "",
     ]
-    markdown = "\n".join(header) + markdown_table(rows) + "\n"
+    markdown = "\n".join(header) + markdown_table(rows) + "\n" + optuna_trials_table(root)
     plot_path = None
     figure = None
     if curves:

@@ -221,6 +221,10 @@ def test_optuna_sqlite_killed_and_resumed(tmp_path: Path):
     output = proc.stdout + proc.stderr
     assert len(finished) == 4 and done_count(output) == sum(t.state != TrialState.RUNNING for t in before)
     check_trial_values(after, sweep_dir)
+    report = run_acx("report", str(sweep_dir))  # the study's trials, with their states, in the report
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert re.search(r"^\| 1 \| PRUNED \| - \| [0-5]\.0 @ 500 \|", report.stdout, re.M), report.stdout
+    assert re.search(rf"^\| {killed.number} \| FAIL \|", report.stdout, re.M)
     results = (sweep_dir / "optimization_results.yaml").read_text()
     assert "fail: 1" in results and f"best_trial: {max(finished, key=lambda t: t.value or -1).number}" in results
 
