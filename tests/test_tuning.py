@@ -76,6 +76,8 @@ def test_launcher_presets_build(launcher: str):
 @pytest.mark.parametrize("preset", SEARCHES)
 def test_hparams_search_presets(preset: str):
     cfg = _compose([f"hparams_search={preset}"])
+    header = (CONF / "hparams_search" / f"{preset}.yaml").read_text().splitlines()
+    assert any(f"hparams_search={preset}" in line for line in header if line.startswith("#")), "header says how"
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("AcxOptunaSweeper") and sweeper.study_name == preset
     assert cfg.optimized_metric in ("best_eval_return", "final_eval_return", "eval_return_auc")

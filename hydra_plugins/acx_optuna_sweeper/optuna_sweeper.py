@@ -56,7 +56,10 @@ class AcxOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[Any]:
-        import optuna
+        try:
+            import optuna
+        except ImportError as exc:
+            raise ImportError("hydra/sweeper=acx_optuna needs Optuna: pip install -e '.[sweeps]'") from exc
         from optuna.trial import TrialState
 
         from acx.tuning import FINISHED, Heartbeat, make_storage, requeue, search_space, storage_url, trial_overrides

@@ -66,7 +66,10 @@ class RayLauncher(Launcher):
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def _connect(self) -> None:
-        import ray
+        try:
+            import ray
+        except ImportError as exc:
+            raise ImportError("hydra/launcher=ray needs Ray: pip install -e '.[ray]'") from exc
 
         if ray.is_initialized():
             return
@@ -80,14 +83,14 @@ class RayLauncher(Launcher):
         log.info(f"Ray: jobs run on {where} ({resources.get('CPU', 0):g} CPUs, {len(ray.nodes())} nodes)")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import ray
-
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._connect()
+        import ray
+
         log.info(f"Ray is launching {len(job_overrides)} jobs, sweep output dir: {sweep_dir}")
         for idx, overrides in enumerate(job_overrides):
             log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
