@@ -152,6 +152,18 @@ def test_ray_launcher_on_a_ray_head(ray_head, tmp_path: Path):
         assert summary["checkpoint"] in worker_logs, name
 
 
+@pytest.mark.slow
+def test_ray_launcher_starts_a_local_instance(tmp_path: Path):
+    pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}  # a local instance on loopback
+    proc = run_acx("train", "-m", "hydra/launcher=ray", "hydra.launcher.init.num_cpus=2", "seed=0,1", *FAST,
+                   "total_steps=1000", f"hydra.sweep.dir={tmp_path}", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Started a local Ray instance" in proc.stdout + proc.stderr
+    assert "Ray: jobs run on a local Ray instance (2 CPUs" in proc.stdout + proc.stderr
+    assert [s["seed"] for s in summaries(tmp_path).values()] == [0, 1]
+
+
 def optuna_trials(storage_url: str, study_name: str = "tiny_cartpole"):
     import optuna
 
