@@ -61,6 +61,7 @@ class AcxOptunaSweeper(Sweeper):
         except ImportError as exc:
             raise ImportError("hydra/sweeper=acx_optuna needs Optuna: pip install -e '.[sweeps]'") from exc
         from optuna.trial import TrialState
+        from sqlalchemy.engine import make_url
 
         from acx.tuning import FINISHED, Heartbeat, make_storage, requeue, search_space, storage_url, trial_overrides
 
@@ -84,7 +85,8 @@ class AcxOptunaSweeper(Sweeper):
             for params in self.enqueue_trials or []:  # e.g. today's defaults, so the search starts from them
                 study.enqueue_trial(dict(params), skip_if_exists=True)
         done = sum(t.state in FINISHED for t in study.trials)
-        log.info(f"Optuna study '{self.study_name}' ({url.split('@')[-1]}): {done} of {self.n_trials} trials done")
+        where = make_url(url).render_as_string(hide_password=True)
+        log.info(f"Optuna study '{self.study_name}' ({where}): {done} of {self.n_trials} trials done")
         log.info(f"search space: {', '.join(f'{k}: {d}' for k, d in space.items())}")
         study_id = storage.get_study_id_from_name(self.study_name)
         heartbeat = Heartbeat(storage, self.heartbeat_interval)
@@ -118,12 +120,13 @@ class AcxOptunaSweeper(Sweeper):
                 in_flight = []
                 if errors:
                     raise errors[0]  # a job that crashed would crash again: stop and show why
-        except BaseException:  # Ctrl-C, SIGTERM, a crashed job: the trials still in flight did not finish
+        except BaseException as exc:  # Ctrl-C, or a job that exited: the trials still in flight did not finish
             for trial in in_flight:
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 if storage.get_trial(trial_id).state == TrialState.RUNNING:
                     study.tell(trial, state=TrialState.FAIL)
-                    requeue(study, storage, storage.get_trial(trial_id))  # the next run tries its parameters again
+                    if isinstance(exc, KeyboardInterrupt):  # interrupted, not broken: the next run tries it again
+                        requeue(study, storage, storage.get_trial(trial_id))
             raise
         finally:
             heartbeat.stop()
@@ -156,7 +159,10 @@ class AcxOptunaSweeper(Sweeper):
         for t in study.trials:
             if t.state.name.lower() in states:
                 states[t.state.name.lower()] += 1
-        results: dict[str, Any] = {"study_name": self.study_name, "storage": url.split("@")[-1], "trials": states}
+        from sqlalchemy.engine import make_url
+
+        where = make_url(url).render_as_string(hide_password=True)
+        results: dict[str, Any] = {"study_name": self.study_name, "storage": where, "trials": states}
         completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
         if completed:
             best = study.best_trial
