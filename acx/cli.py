@@ -1,4 +1,5 @@
-"""The ``acx`` command: ``acx train ...`` and ``acx eval ...`` are Hydra apps over ``conf/``."""
+"""The ``acx`` command: ``acx train ...`` and ``acx eval ...`` are Hydra apps over ``conf/``;
+``acx report DIR`` summarises the runs in a folder."""
 
 from __future__ import annotations
 
@@ -6,21 +7,30 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-USAGE = """usage: acx {train,eval} [hydra overrides...]
+# conf/hydra/launcher/{joblib,submitit_*}.yaml keep the plugins' own names and list every key, so users
+# see each knob in one file; Hydra merges them with the plugins' schemas of the same names and warns
+# that it does. Set at import: launcher workers (loky, submitit) import this module before composing.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
+
+USAGE = """usage: acx {train,eval} [hydra overrides...] | acx report DIR
 
   acx train                                  train the default (CartPole-v1, n-step A2C)
   acx train env=pendulum algo=episodic       pick config groups; any key: algo.gamma=0.98 seed=3
   acx train experiment=<preset>              a preset from conf/experiment/
-  acx train -m algo=episodic,td0,nstep seed=0,1,2   a multirun sweep
+  acx train -m algo=episodic,td0,nstep seed=0,1,2   a multirun sweep (hydra/launcher=joblib|ray: in parallel)
+  acx train -m hparams_search=cartpole_nstep an Optuna search (rerun the same command to resume it)
+  acx report DIR                             table and learning curves of the runs in a run or sweep folder
   acx eval ckpt=PATH [episodes=N] [render=human] [video=true] [deterministic=false]
 
 Each command takes Hydra's own flags too: acx train --help, acx train --cfg job.
@@ -77,11 +87,17 @@ def report_user_errors(fn):
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @report_user_errors
 def train_app(cfg: DictConfig) -> float:
-    """Hydra wrapper around train(); returns the metric a sweeper optimises."""
+    """Hydra wrapper around train(); returns the metric a sweeper optimises (``optimized_metric``)."""
+    from acx.runs import objective_value
     from acx.train import train
 
-    summary = train(cfg)
-    return float(summary["best_eval_return"])
+    on_eval = None
+    if HydraConfig.get().sweeper.get("trial_number") is not None:  # a trial of hydra/sweeper=acx_optuna
+        from acx.tuning import trial_reporter  # reports each evaluation to the study, for pruning
+
+        on_eval = trial_reporter(cfg)
+    summary = train(cfg, on_eval=on_eval)
+    return objective_value(cfg.get("optimized_metric", "best_eval_return"), summary, Path(cfg.paths.output_dir))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
@@ -156,8 +172,12 @@ def main() -> None:
         print(USAGE)
         sys.exit(0 if args else 2)
     command = args[0]
+    if command == "report":
+        from acx.report import main as report_main
+
+        sys.exit(report_main(args[1:]))
     if command not in APPS:
-        print(f"acx: unknown command {command!r}; expected one of: {', '.join(APPS)}", file=sys.stderr)
+        print(f"acx: unknown command {command!r}; expected one of: {', '.join([*APPS, 'report'])}", file=sys.stderr)
         sys.exit(2)
     if not os.environ.get("XDG_RUNTIME_DIR"):  # SDL (pygame rendering) complains on headless machines without one
         runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"

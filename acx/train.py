@@ -10,6 +10,7 @@ import random
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,11 @@ class CheckpointWriter:
         return path
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train from a composed config; write checkpoints, metrics.jsonl and summary.json; return the summary."""
+def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train from a composed config; write checkpoints, metrics.jsonl and summary.json; return the summary.
+
+    ``on_eval(env_step, eval_return_mean)`` is called after each periodic evaluation (an Optuna trial
+    reports it there, and raises ``optuna.TrialPruned`` to stop the run)."""
     start = time.perf_counter()
     factory = validate_train_config(cfg)  # before any training env, logger or file exists
     device = instantiate(cfg.device)
@@ -273,6 +277,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 if p.env_steps >= next_eval:
                     next_eval = (p.env_steps // eval_every + 1) * eval_every
                     solved = (stop.observe_eval(run_eval()) and confirm_solved()) or solved
+                    if on_eval is not None:
+                        on_eval(p.env_steps, p.eval_return)
                 if p.env_steps >= next_ckpt:
                     next_ckpt = (p.env_steps // ckpt_every + 1) * ckpt_every
                     ckpts.save(f"step_{p.env_steps:09d}", net, optimizers, snapshot())
