@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -123,13 +124,16 @@ APPS = {"train": train_app, "eval": eval_app}
 def check_group_options(command: str, args: list[str]) -> None:
     """``group=option`` overrides must name files in conf/<group>/: one line listing the choices
     otherwise (checked before Hydra, which would print several lines and exit 1)."""
-    conf = Path(CONF_DIR)
+    roots = [Path(CONF_DIR)]
+    for arg in args:  # extra config dirs given with hydra.searchpath=[file://...] count too
+        if arg.startswith("hydra.searchpath="):
+            roots += [Path(p) for p in re.findall(r"file://([^,\]]+)", arg)]
     for arg in args:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+")
-        if not sep or "." in key or "/" in key or not (conf / key).is_dir() or key == "hydra":
+        if not sep or "." in key or "/" in key or key == "hydra" or not (roots[0] / key).is_dir():
             continue
-        choices = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        choices = sorted({p.stem for root in roots for p in (root / key).glob("*.yaml")})
         for option in value.strip("[]").split(","):  # multirun sweeps and lists (logger=[a,b])
             option = option.strip()
             if option and option != "null" and option not in choices:
