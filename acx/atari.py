@@ -16,9 +16,9 @@ would never see the later lives and logged returns would be per-life.
 Train vs replay preprocessing (checked in ``tests/test_atari.py``): :meth:`AtariEnvFactory.make_single`
 mirrors ale-py 0.12's C++ pipeline frame for frame: FIRE for one frame at reset, then no-ops, an
 all-zero frame stack behind the first frame, max-pool of the last two of ``frame_skip`` frames,
-INTER_AREA resize of the grayscale screen. What remains different: the no-op count is drawn from the
-same distribution by a different random generator (so ``noop_max > 0`` gives other start states for
-the same seed), and the frame limit counts the reset's FIRE and no-op frames in Python but not in C++.
+INTER_AREA resize of the grayscale screen, truncation after ``max_episode_frames`` frames counted from
+the end of the reset. What remains different: the no-op count is drawn from the same distribution by
+a different random generator, so ``noop_max > 0`` gives other start states for the same seed.
 """
 
 from __future__ import annotations
@@ -52,18 +52,20 @@ def is_atari_id(env_id: str) -> bool:
     return env_id in gym.registry and str(gym.spec(env_id).entry_point).startswith("ale_py")
 
 
-class NativeReset(gym.Wrapper):
-    """Start an episode as ale-py's vector env does, on an env with ``frameskip=1``.
+class NativeEpisodes(gym.Wrapper):
+    """Start and cut episodes as ale-py's vector env does, on an env with ``frameskip=1``.
 
-    FIRE for one frame in games that have it, then ``u - fire`` no-op frames with ``u`` uniform in
-    ``[0, noop_max - 1]`` (Gymnasium's ``AtariPreprocessing`` would take ``[1, noop_max]`` no-ops and
-    no FIRE; it is used here with ``noop_max=0``).
+    Reset: FIRE for one frame in games that have it, then ``u - fire`` no-op frames with ``u``
+    uniform in ``[0, noop_max - 1]`` (Gymnasium's ``AtariPreprocessing`` would take ``[1, noop_max]``
+    no-ops and no FIRE; it is used here with ``noop_max=0``). Truncation after ``max_frames`` frames
+    counted from the end of the reset (ALE's own limit would count the reset's frames too).
     """
 
-    def __init__(self, env: gym.Env, noop_max: int = 30, fire: bool = True):
+    def __init__(self, env: gym.Env, noop_max: int = 30, fire: bool = True, max_frames: int = 108000):
         super().__init__(env)
-        self.noop_max = noop_max
+        self.noop_max, self.max_frames = noop_max, max_frames
         self.fire = fire and ale_py.Action.FIRE in env.unwrapped.ale.getMinimalActionSet()
+        self.frames = 0
 
     def reset(self, **kwargs) -> tuple[Any, dict]:
         obs, info = self.env.reset(**kwargs)
@@ -75,7 +77,14 @@ class NativeReset(gym.Wrapper):
             ale.act(ale_py.Action.NOOP)
             if ale.game_over():
                 ale.reset_game()
+        self.frames = 0
         return obs, info  # the wrapper above reads the screen itself
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.frames += 1
+        truncated = bool(truncated or (self.frames >= self.max_frames and not terminated))
+        return obs, reward, terminated, truncated, info
 
 
 class LearningSignals(gym.vector.VectorWrapper):
@@ -190,10 +199,10 @@ class AtariEnvFactory:
             self.id,
             frameskip=1,
             repeat_action_probability=self.repeat_action_probability,
-            max_num_frames_per_episode=self.max_episode_frames,
+            max_num_frames_per_episode=0,  # NativeEpisodes cuts games where the C++ env does
             render_mode=render_mode,
         )
-        env = NativeReset(env, self.noop_max, self.fire_reset)
+        env = NativeEpisodes(env, self.noop_max, self.fire_reset, self.max_episode_frames)
         env = gym.wrappers.AtariPreprocessing(
             env, noop_max=0, frame_skip=self.frame_skip, screen_size=self.screen_size, terminal_on_life_loss=False
         )
