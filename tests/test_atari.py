@@ -291,3 +291,19 @@ def test_pong_eval_render_human_under_xvfb(pong_run: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["episodes"] == 1 and result["wall_seconds"] >= 200 / 15 * 0.9  # shown at the game's speed
+
+
+def test_seed002_preset_is_the_seed(tmp_path: Path):
+    """Seed 002's hyperparameters, as its notebook sets them."""
+    cfg = compose_train(["experiment=seed002_a2c_pong"], tmp_path)
+    algo, opt = cfg.algo, cfg.optimizer.all
+    assert (algo.num_envs, algo.n_steps, algo.gamma, algo.max_grad_norm) == (50, 4, 0.99, 0.1)
+    assert algo.advantage.gae_lambda == 1.0 and algo.reward_scale == 1.0
+    assert (algo.loss.value_loss, algo.loss.vf_coef, algo.loss.ent_coef) == ("mse", 1.0, 0.01)
+    assert not algo.loss.normalize_advantage and not algo.loss.normalize_returns
+    assert opt._target_ == "torch.optim.Adam" and (opt.lr, opt.eps) == (1e-3, 1e-3)
+    assert cfg.network.head_hidden == 512 and cfg.network.init == "default" and cfg.seed == 42
+    assert cfg.stop._target_.endswith("MeanLastEpisodes") and (cfg.stop.window, cfg.stop.threshold) == (100, 18)
+    assert cfg.env.id == "ALE/Pong-v5" and cfg.env.repeat_action_probability == 0.0  # as PongNoFrameskip-v4
+    net = build_network(cfg.network, build_env_factory(cfg.env), torch.device("cpu"))
+    assert not isinstance(net.policy_head.out, torch.nn.Linear)  # a 512-unit hidden layer per head
