@@ -37,6 +37,10 @@ class GymEnvFactory:
         max_episode_steps: int | None = None,
         reward_threshold: float | None = None,
     ):
+        from acx.atari import is_atari_id  # importing it registers ALE's ids with Gymnasium
+
+        if is_atari_id(id):  # raw 210x160 RGB frames: Atari needs the preprocessing of env=atari
+            raise ValueError(f"env.id={id!r} is an Atari game: train it with env=atari env.id={id}")
         check_env_id(id)
         self.id = id
         self.kwargs = dict(kwargs or {})

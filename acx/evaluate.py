@@ -165,7 +165,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     env.close()
     result: dict[str, Any] = {
         "checkpoint": ckpt["path"],
-        "env_id": env_cfg.id,
+        "env_id": factory.id,
         "episodes": len(returns),
         "deterministic": bool(cfg.deterministic),
         "return_mean": float(np.mean(returns)),

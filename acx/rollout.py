@@ -8,6 +8,11 @@ Vector envs use Gymnasium's next-step autoreset: the observation returned with `
 final observation, and the *following* step of that env only resets it (its action is ignored). So
 ``obs[t + 1]`` is always the true next observation of step t, ``next_values[t] = values[t + 1]``
 bootstraps truncations correctly, and the reset steps are marked invalid and masked out of the loss.
+
+Episode returns are summed from the rewards the env returns. An env whose learner should see other
+rewards or terminals (Atari: rewards clipped to [-1, 1], a lost life as terminal while the game goes
+on) reports them in ``info['learning_reward']`` and ``info['learning_terminated']``; the rollout's
+``rewards``/``terminated``/``done`` are those, and logged returns stay the game's scores.
 """
 
 from __future__ import annotations
@@ -113,12 +118,14 @@ class RolloutCollector:
             self.buf_actions[t] = action
             self.buf_values[t] = value
             action_np = action.cpu().numpy()
-            self.obs, reward, terminated, truncated, _ = self.envs.step(self.env_actions(action_np))
-            done = terminated | truncated
+            self.obs, reward, terminated, truncated, info = self.envs.step(self.env_actions(action_np))
+            done = terminated | truncated  # the real episode's end: resets, returns and lengths follow it
+            # the learner's view where an env reports one (Atari: clipped rewards, a lost life as terminal)
+            learning_terminated = info.get("learning_terminated", terminated)
             valid = ~self.autoreset
-            self.buf_rewards[t] = reward
-            self.buf_terminated[t] = terminated
-            self.buf_done[t] = done
+            self.buf_rewards[t] = info.get("learning_reward", reward)
+            self.buf_terminated[t] = learning_terminated
+            self.buf_done[t] = done | learning_terminated
             self.buf_valid[t] = valid
             self.ep_return += reward * valid
             self.ep_length += valid
