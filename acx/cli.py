@@ -68,6 +68,9 @@ def report_user_errors(fn):
             return fn(cfg)
         except Interrupted as exc:  # the checkpoint is saved and the resume hint printed
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # stdout closed early (`acx eval ... | head -1`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except NonFiniteError as exc:
             if os.environ.get("ACX_DEBUG"):
                 raise
