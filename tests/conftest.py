@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +46,21 @@ def run_acx(
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+needs_xvfb = pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs Xvfb (.ci/run installs it)")
+
+
+def eval_in_window(ckpt: str | Path, out_dir: Path) -> dict:
+    """`acx eval render=human` for one episode in a real pygame window on a virtual X screen."""
+    proc = run_acx(
+        "eval",
+        f"ckpt={ckpt}",
+        "episodes=1",
+        "render=human",
+        f"hydra.run.dir={out_dir}",
+        env={"SDL_VIDEODRIVER": "x11"},
+        wrap=["xvfb-run", "-a"],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((out_dir / "eval.json").read_text())

@@ -4,7 +4,6 @@ game selection, and (slow) a real Pong run through the acx command with a video 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,7 +17,7 @@ from acx.atari import AtariEnvFactory, LearningSignals, game_from_id, id_from_ga
 from acx.networks import mlp_actor_critic
 from acx.rollout import RolloutCollector
 from acx.train import build_env_factory, build_network, train
-from tests.conftest import compose_train, run_acx
+from tests.conftest import compose_train, eval_in_window, needs_xvfb, run_acx
 
 
 def test_preprocessing_shapes_and_dtypes():
@@ -277,19 +276,9 @@ def test_pong_eval_video_is_the_full_colour_game(pong_run: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs Xvfb (.ci/run installs it)")
+@needs_xvfb
 def test_pong_eval_render_human_under_xvfb(pong_run: Path, tmp_path: Path):
-    proc = run_acx(
-        "eval",
-        f"ckpt={pong_run}",
-        "episodes=1",
-        "render=human",
-        f"hydra.run.dir={tmp_path}",
-        env={"SDL_VIDEODRIVER": "x11"},
-        wrap=["xvfb-run", "-a"],
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((tmp_path / "eval.json").read_text())
+    result = eval_in_window(pong_run, tmp_path)
     assert result["episodes"] == 1 and result["wall_seconds"] >= 200 / 15 * 0.9  # shown at the game's speed
 
 

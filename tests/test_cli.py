@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
 
-from tests.conftest import FAST, run_acx
+from tests.conftest import FAST, eval_in_window, needs_xvfb, run_acx
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +71,9 @@ def test_eval_video_has_one_frame_per_step(trained: Path, tmp_path: Path):
     assert len(frame) == 600 * 400 * 3 and len(set(frame)) > 2  # real pixels (cart, pole, track), not a blank frame
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs Xvfb (.ci/run installs it)")
+@needs_xvfb
 def test_eval_render_human_under_xvfb(trained: Path, tmp_path: Path):
-    proc = run_acx(
-        "eval",
-        f"ckpt={trained}/checkpoints/final.pt",
-        "episodes=1",
-        "render=human",
-        f"hydra.run.dir={tmp_path}",
-        env={"SDL_VIDEODRIVER": "x11"},
-        wrap=["xvfb-run", "-a"],
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((tmp_path / "eval.json").read_text())["episodes"] == 1
+    assert eval_in_window(trained / "checkpoints" / "final.pt", tmp_path)["episodes"] == 1
 
 
 def test_help_and_unknown_command():
