@@ -124,7 +124,7 @@ def eval_app(cfg: DictConfig) -> float:
 APPS = {"train": train_app, "eval": eval_app}
 
 
-def check_group_options(command: str, args: list[str]) -> None:
+def check_group_options(args: list[str]) -> None:
     """``group=option`` overrides must name files in conf/<group>/: one line listing the choices
     otherwise (checked before Hydra, which would print several lines and exit 1)."""
     roots = [Path(CONF_DIR)]
@@ -190,7 +190,7 @@ def main() -> None:
         runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"
         runtime_dir.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    check_group_options(command, args[1:])
+    check_group_options(args[1:])
     rest = resume_arguments(args[1:]) if command == "train" else args[1:]
     sys.argv = [f"acx-{command}", *rest]
     APPS[command]()
