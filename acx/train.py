@@ -191,6 +191,7 @@ def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) 
     eval_every, ckpt_every = int(cfg.eval.every_steps), int(cfg.checkpoint.every_steps)
     log_every = int(cfg.log.every_updates)
     reward_scale = float(algo.reward_scale)
+    gamma = algo.gamma  # read once: a DictConfig lookup per update costs ~2% of a CartPole update
     p = progress
     next_eval = (p.env_steps // eval_every + 1) * eval_every
     next_ckpt = (p.env_steps // ckpt_every + 1) * ckpt_every
@@ -253,7 +254,7 @@ def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) 
                 rollout = collector.collect()
                 rewards = rollout.rewards * reward_scale if reward_scale != 1.0 else rollout.rewards
                 advantages, returns = advantage_fn(
-                    rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
+                    rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=gamma
                 )
                 try:
                     # the costlier diagnostics only on updates that get logged
