@@ -41,7 +41,7 @@ $(SB3_VENV)/.installed:
 	$(PYTHON) -m venv $(SB3_VENV)
 	$(SB3_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SB3_VENV)/bin/python -m pip install -q torch==2.13.0
-	$(SB3_VENV)/bin/python -m pip install -q stable-baselines3 "gymnasium[atari]" ale-py
+	$(SB3_VENV)/bin/python -m pip install -q stable-baselines3 "gymnasium[atari]" ale-py opencv-python-headless
 	touch $@
 
 bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/benchmarks.md and .png (ARGS=--quick)
