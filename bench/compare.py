@@ -86,7 +86,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds and shorter runs: for iterating")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the doc and chart from benchmarks.json")
     args = parser.parse_args()
+    if args.report_only:
+        return write_report(json.loads((Path(args.out) / "benchmarks.json").read_text()), Path(args.out))
     seeds = range(args.seeds if args.seeds is not None else (3 if args.quick else 10))
     acx = [sys.executable, "bench/acx_side.py"]
     sb3 = [args.sb3_python, "bench/sb3_side.py"]
