@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help venv train test test-fast lint format clean
+.PHONY: help venv train test test-fast lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,18 @@ lint: venv ## ruff lint and format check
 
 format: venv ## ruff format and autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+SB3_VENV := bench/.venv-sb3
+
+$(SB3_VENV)/.installed:
+	$(PYTHON) -m venv $(SB3_VENV)
+	$(SB3_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SB3_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(SB3_VENV)/bin/python -m pip install -q stable-baselines3 "gymnasium[atari]" ale-py opencv-python-headless
+	touch $@
+
+bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/benchmarks.md and .png (ARGS=--quick)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/compare.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

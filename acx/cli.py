@@ -147,11 +147,11 @@ def check_group_options(args: list[str]) -> None:
 def resume_arguments(args: list[str]) -> list[str]:
     """For ``acx train resume=PATH``: the original run's overrides first (so the same config is
     composed), the user's after them (they win), and the original run dir unless one is given."""
-    from acx.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-
     given = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not given or not given[-1] or given[-1] == "null":
         return args
+    from acx.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint  # imports torch: ~1.4 s
+
     try:
         ckpt = resolve_checkpoint(given[-1])
         load_checkpoint(ckpt)  # a bad checkpoint is reported before Hydra writes anything

@@ -35,7 +35,7 @@ def evaluate_vector(
     was_training = net.training
     net.eval()
     while running.any():
-        action, _ = net.act(torch.as_tensor(obs, device=device), deterministic=deterministic)
+        action = net.action(torch.as_tensor(obs, device=device), deterministic=deterministic)
         obs, reward, terminated, truncated, _ = envs.step(env_actions(action.cpu().numpy()))
         returns += reward * running
         lengths += running
@@ -100,7 +100,7 @@ def play_episodes(
             env.render()
         total, steps, done = 0.0, 0, False
         while not done:
-            action, _ = net.act(torch.as_tensor(obs, device=device).unsqueeze(0), deterministic=deterministic)
+            action = net.action(torch.as_tensor(obs, device=device).unsqueeze(0), deterministic=deterministic)
             obs, reward, terminated, truncated, _ = env.step(env_actions(action.cpu().numpy()[0]))
             if capture:
                 env.render()

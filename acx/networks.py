@@ -91,8 +91,10 @@ class CategoricalHead(nn.Module):
         return torch.log_softmax(self.out(features), dim=-1)
 
     def sample(self, logp: Tensor) -> Tensor:
-        gumbel = -torch.log(-torch.log(torch.rand_like(logp).clamp_(min=1e-20)))
-        return torch.argmax(logp + gumbel, dim=-1)
+        # argmax(logp + g), g = -log(-log(u)): written as logp - log(-log(u)) with in-place steps (the
+        # same numbers, fewer allocations in the per-step loop)
+        neg_log_u = torch.rand_like(logp).clamp_(min=1e-20).log_().neg_()
+        return torch.argmax(logp - neg_log_u.log_(), dim=-1)
 
     def mode(self, logp: Tensor) -> Tensor:
         return torch.argmax(logp, dim=-1)
@@ -205,6 +207,11 @@ class ActorCritic(nn.Module):
         pi, value = self(obs)
         action = self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)
         return action, value
+
+    def action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """The action alone, without the critic's pass (evaluation and replay need no V(s))."""
+        pi = self.policy_head(self.actor_encoder(obs))
+        return self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)
 
     def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Log-prob and entropy of given actions, V(s), and the policy std (None for discrete)."""

@@ -93,6 +93,9 @@ class RolloutCollector:
         self.buf_terminated = np.zeros((capacity, n), dtype=bool)
         self.buf_done = np.zeros((capacity, n), dtype=bool)
         self.buf_valid = np.zeros((capacity, n), dtype=bool)
+        # one view per time step: row.copy_(x) costs a third of buf[t] = x, whose indexing runs per step
+        self.obs_rows, self.action_rows = self.buf_obs.unbind(0), self.buf_actions.unbind(0)
+        self.value_rows = self.buf_values.unbind(0)
 
     BUFFERS = ("buf_obs", "buf_actions", "buf_values", "buf_rewards", "buf_terminated", "buf_done", "buf_valid")
 
@@ -111,12 +114,11 @@ class RolloutCollector:
         while True:
             if t == self.capacity:
                 self._grow()
-            obs_t = torch.as_tensor(self.obs, device=self.device)
+            obs_t = self.obs_rows[t].copy_(torch.from_numpy(self.obs))  # the policy reads the stored row
             with torch.inference_mode():
                 action, value = self.net.act(obs_t)
-            self.buf_obs[t] = obs_t
-            self.buf_actions[t] = action
-            self.buf_values[t] = value
+            self.action_rows[t].copy_(action)
+            self.value_rows[t].copy_(value)
             action_np = action.cpu().numpy()
             self.obs, reward, terminated, truncated, info = self.envs.step(self.env_actions(action_np))
             done = terminated | truncated  # the real episode's end: resets, returns and lengths follow it
@@ -129,11 +131,12 @@ class RolloutCollector:
             self.buf_valid[t] = valid
             self.ep_return += reward * valid
             self.ep_length += valid
-            for i in np.flatnonzero(done & valid):
-                returns.append(float(self.ep_return[i]))
-                lengths.append(int(self.ep_length[i]))
-            self.ep_return[done] = 0.0
-            self.ep_length[done] = 0
+            if done.any():  # most steps end no episode: skip the bookkeeping's NumPy calls
+                for i in np.flatnonzero(done & valid):
+                    returns.append(float(self.ep_return[i]))
+                    lengths.append(int(self.ep_length[i]))
+                self.ep_return[done] = 0.0
+                self.ep_length[done] = 0
             self.autoreset = done
             t += 1
             if self.n_steps is None:

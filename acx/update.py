@@ -75,8 +75,8 @@ class Updater:
     ) -> dict[str, float | Tensor]:
         """One update; returns the loss terms and diagnostics as tensors (one host sync: the finiteness check).
 
-        ``diagnostics=False`` skips the statistics that cost a pass over every gradient: the training loop
-        asks for them only on the updates it logs."""
+        ``diagnostics=False`` skips the statistics (a pass over every gradient, advantage and value
+        moments): the training loop asks for them only on the updates it logs."""
         mask = rollout.valid.flatten()
         advantages, returns = self.loss_fn.targets(
             advantages.flatten(), returns.flatten(), rollout.values.flatten(), mask
@@ -93,7 +93,8 @@ class Updater:
         grad_norms = {}
         for name in self.optimizers:
             if self.max_grad_norm:
-                grad_norms[name] = torch.nn.utils.clip_grad_norm_(self.params[name], self.max_grad_norm)
+                # foreach: one multi-tensor norm and scale, not a loop of small ops per parameter
+                grad_norms[name] = torch.nn.utils.clip_grad_norm_(self.params[name], self.max_grad_norm, foreach=True)
             else:
                 grad_norms[name] = torch.nn.utils.get_total_norm(
                     [p.grad for p in self.params[name] if p.grad is not None]
@@ -106,10 +107,10 @@ class Updater:
             opt.step()
         stats: dict[str, float | Tensor] = {f"losses/{k}": v.detach() for k, v in losses.items() if k != "entropy_mean"}
         stats["train/entropy"] = losses["entropy_mean"]
-        m = mask.float()
-        stats["train/advantage_mean"] = masked_mean(advantages, m)
-        stats["train/value_mean"] = masked_mean(values.detach(), m)
-        if diagnostics:
+        if diagnostics:  # the loop logs every log.every_updates updates: no statistics the others would drop
+            m = mask.float()
+            stats["train/advantage_mean"] = masked_mean(advantages, m)
+            stats["train/value_mean"] = masked_mean(values.detach(), m)
             stats["train/advantage_std"] = masked_var(advantages, m).sqrt()
             stats["train/explained_variance"] = explained_variance(values.detach(), returns, m)
         for name, norm in grad_norms.items():
