@@ -62,9 +62,19 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if p.is_dir():
         for folder in (p / "checkpoints", p):
             pointer = folder / "latest"  # names the newest periodic or final checkpoint
-            if pointer.is_file() and (folder / pointer.read_text().strip()).is_file():
-                return folder / pointer.read_text().strip()
-            found = sorted(folder.glob("final*.pt")) or sorted(folder.glob("step_*.pt"))
+            named = folder / pointer.read_text().strip() if pointer.is_file() else None
+            named = named if named is not None and named.is_file() else None
+            steps = sorted(folder.glob("step_*.pt"))  # zero-padded env steps: name order is step order
+            if named is not None and named.name.startswith("final"):
+                return named
+            # a kill between a checkpoint's rename and the pointer's update leaves the pointer one behind
+            newest = max(
+                (c for c in (named, steps[-1] if steps else None) if c is not None), key=lambda c: c.name, default=None
+            )
+            if newest is not None:
+                return newest
+            # last resort: best.pt holds a whole state too (older), e.g. before the first periodic save
+            found = sorted(folder.glob("final*.pt")) or sorted(folder.glob("best*.pt"))
             if found:
                 return found[-1]
         raise CheckpointError(f"no acx checkpoint in directory {str(p)!r}")

@@ -55,10 +55,11 @@ def test_kill_9_at_random_moments_then_resume_to_the_end(tmp_path: Path):
         proc.communicate()
         assert proc.returncode == -signal.SIGKILL
         loaded = every_checkpoint_loads(run_dir)  # every checkpoint file present is whole
-        if loaded:
-            steps_seen.append(max(c["meta"]["progress"]["env_steps"] for c in loaded))
-            latest = load_checkpoint(run_dir)  # the `latest` pointer names a loadable file
-            assert latest["meta"]["progress"]["env_steps"] == steps_seen[-1] or latest["meta"]["kind"] == "best"
+        resumable = [c for c in loaded if c["meta"]["kind"] != "best"]  # best.pt is never resumed from
+        if resumable:
+            steps_seen.append(max(c["meta"]["progress"]["env_steps"] for c in resumable))
+            latest = load_checkpoint(run_dir)  # what `resume=<run dir>` continues from: the newest one
+            assert latest["meta"]["progress"]["env_steps"] == steps_seen[-1]
     assert steps_seen and steps_seen == sorted(steps_seen), "progress never goes backwards across kills"
     target = steps_seen[-1] + 3000
     proc = run_acx("train", *args, f"resume={run_dir}", f"total_steps={target}")
@@ -143,3 +144,15 @@ def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path: Path):
     proc = run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2 and f"resume={run_dir}" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_with_only_best_pt_resumes_from_it(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}").returncode == 0
+    for name in ("final.pt", "latest", *[p.name for p in (run_dir / "checkpoints").glob("step_*.pt")]):
+        (run_dir / "checkpoints" / name).unlink()  # as if killed before the first periodic checkpoint
+    best = load_checkpoint(run_dir)
+    assert best["meta"]["kind"] == "best"
+    proc = run_acx("train", f"resume={run_dir}", "total_steps=4000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] >= 4000
