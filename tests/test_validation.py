@@ -3,7 +3,6 @@ exit code 2, no traceback, and no run directory left behind."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -103,5 +102,5 @@ def test_checkpoint_of_a_different_env(tmp_path: Path, good_checkpoint: Path):
 
 def test_debug_switch_shows_the_traceback(tmp_path: Path):
     proc = run_acx("train", "algo.gamma=0", f"hydra.run.dir={tmp_path / 'x'}", env={"ACX_DEBUG": "1"})
-    assert proc.returncode != 0 and "Traceback" in proc.stderr or "ConfigError" in proc.stderr
-    shutil.rmtree(tmp_path / "x", ignore_errors=True)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr or "ConfigError" in proc.stderr
