@@ -36,6 +36,14 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def wait_for_any(folder: Path, pattern: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {pattern} appeared in {folder}"
+        time.sleep(0.02)
+
+
 def every_checkpoint_loads(run_dir: Path) -> list[dict]:
     return [load_checkpoint(p) for p in sorted((run_dir / "checkpoints").glob("*.pt"))]
 
@@ -47,10 +55,17 @@ def test_kill_9_at_random_moments_then_resume_to_the_end(tmp_path: Path):
     # a checkpoint every 300 steps: kills often land in the middle of a checkpoint write
     args = [*FAULT, "total_steps=10000000", "checkpoint.every_steps=300", "checkpoint.keep=3"]
     steps_seen = []
-    for _ in range(20):
-        started = bool(list((run_dir / "checkpoints").glob("*.pt")))
-        proc = start(*args, *([f"resume={run_dir}"] if started else [f"hydra.run.dir={run_dir}"]))
-        time.sleep(rng.uniform(0.3, 3.5))
+    # The first run is killed once its first checkpoint is on disk; how long that took (start-up
+    # included, ~3 s here, more on a loaded CI machine) scales the random kill moments of the
+    # next 19 runs, so they land in start-up, in training and in checkpoint writes on any machine.
+    proc = start(*args, f"hydra.run.dir={run_dir}")
+    began = time.monotonic()
+    wait_for_any(run_dir / "checkpoints", "step_*.pt", proc)
+    to_first_checkpoint = time.monotonic() - began
+    for attempt in range(20):
+        if attempt:
+            proc = start(*args, f"resume={run_dir}")
+            time.sleep(rng.uniform(0.3, 1.0) * to_first_checkpoint + rng.uniform(0.0, 3.0))
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         assert proc.returncode == -signal.SIGKILL
@@ -60,7 +75,9 @@ def test_kill_9_at_random_moments_then_resume_to_the_end(tmp_path: Path):
             steps_seen.append(max(c["meta"]["progress"]["env_steps"] for c in resumable))
             latest = load_checkpoint(run_dir)  # what `resume=<run dir>` continues from: the newest one
             assert latest["meta"]["progress"]["env_steps"] == steps_seen[-1]
-    assert steps_seen and steps_seen == sorted(steps_seen), "progress never goes backwards across kills"
+    assert steps_seen == sorted(steps_seen), "progress never goes backwards across kills"
+    print("env steps of the newest checkpoint after each kill:", steps_seen)
+    assert steps_seen[-1] > steps_seen[0], "resumed runs trained on between kills"
     target = steps_seen[-1] + 3000
     proc = run_acx("train", *args, f"resume={run_dir}", f"total_steps={target}")
     assert proc.returncode == 0, proc.stderr[-2000:]
