@@ -167,6 +167,8 @@ def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) 
         set_rng_state(resume["rng"])
     advantage_fn = instantiate(algo.advantage)
     updater = Updater(net, optimizers, instantiate(algo.loss), algo.max_grad_norm)
+    # conf/lr_schedule: a multiplier of the optimizers' lr as a function of the fraction of total_steps done
+    lr_schedule = instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None
     collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
     stop = instantiate(cfg.stop, default_threshold=factory.reward_threshold)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -256,6 +258,8 @@ def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) 
                 advantages, returns = advantage_fn(
                     rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=gamma
                 )
+                if lr_schedule is not None:
+                    updater.scale_lr(lr_schedule(p.env_steps / total_steps))
                 try:
                     # the costlier diagnostics only on updates that get logged
                     stats = updater.step(rollout, advantages, returns, diagnostics=(p.updates + 1) % log_every == 0)

@@ -30,6 +30,18 @@ def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict
     return optimizers
 
 
+def constant_lr(fraction_done: float) -> float:
+    """Learning-rate multiplier of ``lr_schedule=constant``: the configured lr throughout."""
+    return 1.0
+
+
+def linear_lr(fraction_done: float, final_fraction: float = 0.0) -> float:
+    """Learning-rate multiplier of ``lr_schedule=linear``: 1 at the first step, falling linearly to
+    ``final_fraction`` at ``total_steps`` (rl-baselines3-zoo's ``lin_`` schedules). A function of
+    progress alone, so a resumed run continues the same schedule."""
+    return 1.0 - (1.0 - final_fraction) * min(max(fraction_done, 0.0), 1.0)
+
+
 class NonFiniteError(RuntimeError):
     """A loss or gradient became NaN or infinite; no optimizer step was taken with it."""
 
@@ -69,6 +81,15 @@ class Updater:
     ):
         self.net, self.optimizers, self.loss_fn, self.max_grad_norm = net, optimizers, loss_fn, max_grad_norm
         self.params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
+        for opt in optimizers.values():
+            for group in opt.param_groups:  # what a schedule scales (saved with the optimizer state)
+                group.setdefault("initial_lr", group["lr"])
+
+    def scale_lr(self, multiplier: float) -> None:
+        """Set every parameter group's lr to ``multiplier`` x the lr it started the run with."""
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * multiplier
 
     def step(
         self, rollout: Rollout, advantages: Tensor, returns: Tensor, diagnostics: bool = True
@@ -114,7 +135,9 @@ class Updater:
             stats["train/advantage_std"] = masked_var(advantages, m).sqrt()
             stats["train/explained_variance"] = explained_variance(values.detach(), returns, m)
         for name, norm in grad_norms.items():
-            stats[f"train/grad_norm{'' if name == 'all' else '_' + name}"] = norm  # before clipping
+            suffix = "" if name == "all" else "_" + name
+            stats[f"train/grad_norm{suffix}"] = norm  # before clipping
+            stats[f"train/lr{suffix}"] = self.optimizers[name].param_groups[0]["lr"]  # as lr_schedule set it
         stats.update(grad_stats)
         if std is not None:
             stats["train/policy_std"] = std.detach().mean()

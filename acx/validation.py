@@ -67,6 +67,12 @@ def validate_train_config(cfg: DictConfig):
     for name, opt in cfg.optimizer.items():
         lr = opt.get("lr")
         _require(isinstance(lr, (int, float)) and lr > 0, f"optimizer.{name}.lr", f"must be > 0, got {lr!r}")
+    final = (cfg.get("lr_schedule") or {}).get("final_fraction")
+    _require(
+        final is None or (isinstance(final, (int, float)) and 0 <= final <= 1),
+        "lr_schedule.final_fraction",
+        f"must be in [0, 1], got {final!r}",
+    )
     hidden = cfg.network.get("hidden_sizes", [1])
     _require(
         hidden is not None and len(hidden) > 0 and all(isinstance(h, int) and h > 0 for h in hidden),

@@ -29,7 +29,7 @@ TRAIN_KEYS = [
     "losses/policy", "losses/value", "losses/entropy", "losses/total",
     "train/episode_return", "train/episode_length", "train/entropy", "train/value_mean",
     "train/advantage_mean", "train/advantage_std", "train/explained_variance",
-    "train/grad_norm", "train/grad_l2", "train/grad_max", "train/grad_var", "time/sps",
+    "train/grad_norm", "train/grad_l2", "train/grad_max", "train/grad_var", "train/lr", "time/sps",
 ]  # fmt: skip
 EVAL_KEYS = ["eval/return_mean", "eval/return_std", "eval/length_mean"]
 # computed only on the updates that are logged

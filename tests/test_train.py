@@ -14,6 +14,7 @@ from acx.envs import GymEnvFactory
 from acx.networks import mlp_actor_critic
 from acx.rollout import RolloutCollector
 from acx.train import build_env_factory, build_network, train
+from acx.update import constant_lr, linear_lr
 from tests.conftest import FAST, compose_train
 from tests.test_config import EXPERIMENTS
 
@@ -121,3 +122,31 @@ def test_same_seed_same_run(tmp_path: Path, algo: str):
     (w1, m1), (w2, m2) = run("a"), run("b")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert m1 == m2
+
+
+def test_linear_lr_hand_values():
+    assert [linear_lr(f) for f in (0.0, 0.25, 0.5, 1.0)] == [1.0, 0.75, 0.5, 0.0]
+    assert linear_lr(0.5, final_fraction=0.1) == pytest.approx(0.55)
+    assert linear_lr(1.0, final_fraction=0.1) == pytest.approx(0.1)
+    assert linear_lr(1.3) == 0.0 and linear_lr(-0.1) == 1.0  # a resumed run past its budget: held at the ends
+    assert constant_lr(0.7) == 1.0
+
+
+def test_linear_lr_schedule_in_training_and_across_resume(tmp_path: Path):
+    """Every update's lr is 7e-4 x (1 - steps done before it / total_steps), also after a resume."""
+    total, first_part = 4000, 2000
+    args = [*FAST, "lr_schedule=linear", "log.every_updates=1", f"total_steps={total}"]
+    train(compose_train([*args, f"total_steps={first_part}"], tmp_path / "a"))
+    # resume: same run dir, the full budget; the schedule follows env steps, not this process's updates
+    cfg = compose_train([*args, f"resume={tmp_path / 'a'}"], tmp_path / "a")
+    summary = train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train/lr" in r]
+    # a row is logged after its update: the update's lr came from the env steps of the row before it
+    before = [0] + [r["env_step"] for r in train_rows[:-1]]
+    first_end = next(r["env_step"] for r in train_rows if r["env_step"] >= first_part)
+    expected = [7e-4 * (1 - b / (first_part if b < first_end else total)) for b in before]
+    assert [r["train/lr"] for r in train_rows] == pytest.approx(expected, rel=1e-6)
+    assert train_rows[-1]["train/lr"] < 7e-4 * 0.02  # nearly zero at the end of the budget
+    saved = load_checkpoint(summary["checkpoint"])["optimizers"]["all"]["param_groups"][0]
+    assert saved["initial_lr"] == pytest.approx(7e-4)  # the base the schedule scales, kept across resumes

@@ -22,6 +22,8 @@ BAD_CONFIGS = [
     (["algo.n_steps=0"], "algo.n_steps: must be an integer >= 1"),
     (["algo.num_envs=0"], "algo.num_envs: must be an integer >= 1"),
     (["network.hidden_sizes=[]"], "network.hidden_sizes: must list at least one"),
+    (["lr_schedule=linear", "lr_schedule.final_fraction=1.5"], "lr_schedule.final_fraction: must be in [0, 1]"),
+    (["lr_schedule=cosine"], "lr_schedule=cosine: no such option; choose from constant, linear"),
     (["network=cnn"], "network=cnn needs image observations"),
     (["env=pong", "network=mlp"], "network=mlp needs flat vector observations"),
     (["network.gaussian.mean_bound=true"], "network.gaussian.mean_bound: applies to continuous"),
