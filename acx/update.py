@@ -4,6 +4,7 @@ plus the diagnostics the logger reports (seed 002's gradient statistics, the cri
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,16 +31,30 @@ def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict
     return optimizers
 
 
-def constant_lr(fraction_done: float) -> float:
-    """Learning-rate multiplier of ``lr_schedule=constant``: the configured lr throughout."""
-    return 1.0
-
-
 def linear_lr(fraction_done: float, final_fraction: float = 0.0) -> float:
-    """Learning-rate multiplier of ``lr_schedule=linear``: 1 at the first step, falling linearly to
-    ``final_fraction`` at ``total_steps`` (rl-baselines3-zoo's ``lin_`` schedules). A function of
-    progress alone, so a resumed run continues the same schedule."""
+    """Learning-rate multiplier falling linearly from 1 at the first step to ``final_fraction`` at
+    ``total_steps`` (rl-baselines3-zoo's ``lin_`` schedules); held at the ends outside [0, 1]."""
     return 1.0 - (1.0 - final_fraction) * min(max(fraction_done, 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class ConstantLR:
+    """``lr_schedule=constant``: the configured lr throughout."""
+
+    def __call__(self, fraction_done: float) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class LinearLR:
+    """``lr_schedule=linear``: ``linear_lr`` of the fraction of ``total_steps`` done. A function of
+    progress alone, so a resumed run continues the same schedule. (An object, not a ``_partial_``
+    function: Hydra re-authorises a partial on every call, ~0.1 ms, and this runs every update.)"""
+
+    final_fraction: float = 0.0
+
+    def __call__(self, fraction_done: float) -> float:
+        return linear_lr(fraction_done, self.final_fraction)
 
 
 class NonFiniteError(RuntimeError):

@@ -14,7 +14,7 @@ from acx.envs import GymEnvFactory
 from acx.networks import mlp_actor_critic
 from acx.rollout import RolloutCollector
 from acx.train import build_env_factory, build_network, train
-from acx.update import constant_lr, linear_lr
+from acx.update import ConstantLR, LinearLR, linear_lr
 from tests.conftest import FAST, compose_train
 from tests.test_config import EXPERIMENTS
 
@@ -129,7 +129,7 @@ def test_linear_lr_hand_values():
     assert linear_lr(0.5, final_fraction=0.1) == pytest.approx(0.55)
     assert linear_lr(1.0, final_fraction=0.1) == pytest.approx(0.1)
     assert linear_lr(1.3) == 0.0 and linear_lr(-0.1) == 1.0  # a resumed run past its budget: held at the ends
-    assert constant_lr(0.7) == 1.0
+    assert LinearLR(final_fraction=0.1)(0.5) == pytest.approx(0.55) and ConstantLR()(0.7) == 1.0
 
 
 def test_linear_lr_schedule_in_training_and_across_resume(tmp_path: Path):
