@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -150,3 +151,19 @@ def test_linear_lr_schedule_in_training_and_across_resume(tmp_path: Path):
     assert train_rows[-1]["train/lr"] < 7e-4 * 0.02  # nearly zero at the end of the budget
     saved = load_checkpoint(summary["checkpoint"])["optimizers"]["all"]["param_groups"][0]
     assert saved["initial_lr"] == pytest.approx(7e-4)  # the base the schedule scales, kept across resumes
+
+
+def test_plain_partial_is_the_same_estimator_without_hydras_wrapper():
+    from hydra.utils import instantiate
+
+    from acx.train import plain_partial
+
+    hydra_fn = instantiate({"_target_": "acx.returns.gae_advantages", "_partial_": True, "gae_lambda": 0.9})
+    fn = plain_partial(hydra_fn)
+    assert type(fn) is functools.partial and fn.keywords == {"gae_lambda": 0.9}
+    rewards, values, next_values = torch.rand(5, 3), torch.rand(5, 3), torch.rand(5, 3)
+    terminated = torch.rand(5, 3) < 0.2
+    done = terminated | (torch.rand(5, 3) < 0.1)
+    for a, b in zip(hydra_fn(rewards, values, next_values, terminated, done, gamma=0.9),
+                    fn(rewards, values, next_values, terminated, done, gamma=0.9), strict=True):  # fmt: skip
+        assert torch.equal(a, b)
