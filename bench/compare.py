@@ -365,7 +365,12 @@ def chart(R: dict, tp: dict, pong: tuple, solve: tuple, path: Path) -> None:
     ax.set_title("Pong, 16 envs (frames/s)")
     ax = axes[2]
     a_sec, s_sec = solve
-    ax.boxplot([a_sec or [0], s_sec or [0]], tick_labels=["acx", "SB3 A2C"])
+    boxes, labels = [a_sec or [0], s_sec or [0]], ["acx default", "SB3 A2C"]
+    if "acx_fast_solve" in R:
+        fast = [first_solve(r["curve"]) for r in R["acx_fast_solve"]]
+        boxes.insert(1, [f[1] for f in fast if f is not None] or [0])
+        labels.insert(1, "acx cartpole_fast")
+    ax.boxplot(boxes, tick_labels=labels)
     ax.set_title("CartPole time-to-solve (wall s, eval included)")
     fig.suptitle(f"acx vs Stable-Baselines3 A2C, {R['meta'][0]['date']}, 1 torch thread each")
     fig.tight_layout()
