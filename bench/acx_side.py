@@ -44,7 +44,8 @@ def cartpole(args: argparse.Namespace) -> dict:
     """acx's default config (or ``--experiment``) on CartPole-v1, evaluating every ``eval_every`` steps."""
     stop = [f"eval.confirm_episodes={args.confirm}"] if args.stop_at_solve else ["stop=budget"]
     preset = [f"experiment={args.experiment}"] if args.experiment else []
-    overrides = [*preset, f"seed={args.seed}", f"total_steps={args.steps}", f"eval.every_steps={args.eval_every}", *stop]
+    overrides = [*preset, f"seed={args.seed}", f"total_steps={args.steps}", f"eval.every_steps={args.eval_every}"]
+    overrides += stop
     summary, rows = run_train([*overrides, f"logger={args.logger}"])
     setup = summary["setup_seconds"]  # wall times in metrics.jsonl count from train()'s start
     curve = [(r["env_step"], r["wall_time"] - setup, r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument("--confirm", type=int, default=50, help="eval.confirm_episodes when stopping at solve")
     parser.add_argument("--logger", default="none")
     parser.add_argument("--bare", action="store_true", help="pong: the env-only ceiling")
-    parser.add_argument("--experiment", default=None, help="cartpole: a preset from conf/experiment/ (default config: none)")
+    parser.add_argument("--experiment", default=None, help="cartpole: a preset from conf/experiment/")
     args = parser.parse_args()
     result = TASKS[args.task](args)
     result["peak_rss_mib"] = peak_rss_mib()

@@ -115,9 +115,9 @@ def main() -> None:
         record("acx_budget", [*acx, "cartpole", *s, "--eval-every", "1000000000"])
         record("sb3_budget", [*sb3, "cartpole", *s, "--eval-every", "0"])
         # the preset tuned for time-to-solve (32 envs, Adam 4e-3, linear lr decay), same protocol
-        fast = ["--experiment", "cartpole_fast"]
-        record("acx_fast_solve", [*acx, "cartpole", *s, *fast, "--eval-every", str(EVAL_EVERY), "--stop-at-solve", "--confirm", "0"])  # fmt: skip
-        record("acx_fast_budget", [*acx, "cartpole", *s, *fast, "--eval-every", "1000000000"])
+        fast = [*acx, "cartpole", *s, "--experiment", "cartpole_fast"]
+        record("acx_fast_solve", [*fast, "--eval-every", str(EVAL_EVERY), "--stop-at-solve", "--confirm", "0"])
+        record("acx_fast_budget", [*fast, "--eval-every", "1000000000"])
 
     # 2 and 5. Throughput with SB3's settings, and the ceilings, at 8 and 64 envs
     steps = {8: 40_000 if args.quick else 100_000, 64: 100_000 if args.quick else 300_000}
