@@ -63,16 +63,13 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         for folder in (p / "checkpoints", p):
             pointer = folder / "latest"  # names the newest periodic or final checkpoint
             named = folder / pointer.read_text().strip() if pointer.is_file() else None
-            named = named if named is not None and named.is_file() else None
-            steps = sorted(folder.glob("step_*.pt"))  # zero-padded env steps: name order is step order
-            if named is not None and named.name.startswith("final"):
+            if named is not None and named.name.startswith("final") and named.is_file():
                 return named
-            # a kill between a checkpoint's rename and the pointer's update leaves the pointer one behind
-            newest = max(
-                (c for c in (named, steps[-1] if steps else None) if c is not None), key=lambda c: c.name, default=None
-            )
-            if newest is not None:
-                return newest
+            # otherwise the pointer names a periodic checkpoint, or one behind the newest when a kill
+            # fell between a checkpoint's rename and the pointer's update: take the newest
+            steps = sorted(folder.glob("step_*.pt"))  # zero-padded env steps: name order is step order
+            if steps:
+                return steps[-1]
             # last resort: best.pt holds a whole state too (older), e.g. before the first periodic save
             found = sorted(folder.glob("final*.pt")) or sorted(folder.glob("best*.pt"))
             if found:

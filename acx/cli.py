@@ -166,8 +166,10 @@ def resume_arguments(args: list[str]) -> list[str]:
 
         skip = ("resume=", "hydra.run.dir=", "paths.output_dir=")
         original = [o for o in (yaml.safe_load(overrides_file.read_text()) or []) if not o.startswith(skip)]
-    given_keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
-    original = [o for o in original if o.split("=", 1)[0].lstrip("+~") not in given_keys]
+    from acx.runs import override_key
+
+    given_keys = {override_key(a) for a in args}
+    original = [o for o in original if override_key(o) not in given_keys]
     extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run_dir}"]
     return [*original, *[a if not a.startswith("resume=") else f"resume={ckpt}" for a in args], *extra]
 

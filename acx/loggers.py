@@ -203,7 +203,7 @@ def build_loggers(logger_cfg: Mapping[str, Any] | None, run_dir: Path, run_confi
             # partial: the run's own arguments bypass OmegaConf (the resolved config holds _target_ keys)
             loggers.append(instantiate(node, _partial_=True, _convert_="all")(run_dir=run_dir, run_config=run_config))
         except Exception as exc:  # tracking must never stop training
-            warn(f"logger.{name} could not start ({describe_error(exc)}); training goes on without it")
+            warn(str(LoggerStartError(name, exc)))
     return loggers
 
 

@@ -202,11 +202,10 @@ class ActorCritic(nn.Module):
         encoder = self.actor_encoder if self.critic_encoder is None else self.critic_encoder
         return self.value_head(encoder(obs)).squeeze(-1)
 
-    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
-        """Action and V(s); call under torch.inference_mode during collection."""
+    def act(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """A sampled action and V(s); call under torch.inference_mode during collection."""
         pi, value = self(obs)
-        action = self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)
-        return action, value
+        return self.policy_head.sample(pi), value
 
     def action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """The action alone, without the critic's pass (evaluation and replay need no V(s))."""

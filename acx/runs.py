@@ -160,7 +160,5 @@ def objective_value(name: str, summary: dict[str, Any], run_dir: Path) -> float:
         raise ValueError(f"optimized_metric={name} is not one of {', '.join(OBJECTIVES)}")
     if name != "eval_return_auc":
         return float(summary[name])
-    total_steps = OmegaConf.load(run_dir / ".hydra" / "config.yaml").get("total_steps") if (
-        run_dir / ".hydra" / "config.yaml").is_file() else None  # fmt: skip
-    steps, returns = read_eval_curve(run_dir / "metrics.jsonl")
-    return eval_return_auc(steps, returns, total_steps)
+    run = load_run(run_dir)
+    return eval_return_auc(run.eval_steps, run.eval_returns, run.total_steps)

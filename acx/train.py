@@ -319,7 +319,6 @@ def train(cfg: DictConfig, on_eval: Callable[[int, float], None] | None = None) 
                     raise Interrupted(signals.received, str(path))
             if solved:
                 p.solved_at_step = p.env_steps
-        bar.close()
 
         if last_eval_step != p.env_steps:
             run_eval()  # the final model is always evaluated (unless it just was)
