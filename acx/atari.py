@@ -30,6 +30,8 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
+from acx.errors import ConfigError
+
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no emulator banner on every env
 
@@ -143,18 +145,11 @@ class AtariEnvFactory:
     ):
         if id is not None:
             game = game_from_id(id)
-        if game is None:
-            raise ValueError("env.game or env.id must name an Atari game")
         self.game = game
         self.id = id_from_game(game)
         if self.id not in gym.registry:
             known = sorted(game_from_id(k) for k in gym.registry if k.startswith("ALE/") and k.endswith("-v5"))
-            raise ValueError(f"env.game={game!r} is not an ALE game; known: {', '.join(known[:8])}, ...")
-        if frame_skip < 1 or stack < 1 or screen_size < 8 or noop_max < 0:
-            raise ValueError(
-                "env: frame_skip and stack must be >= 1, screen_size >= 8, noop_max >= 0; "
-                f"got {frame_skip}, {stack}, {screen_size}, {noop_max}"
-            )
+            raise ConfigError(f"env.game={game!r} is not an ALE game; known: {', '.join(known[:8])}, ...")
         self.spec = gym.spec(self.id)
         self.frame_skip, self.noop_max, self.fire_reset = frame_skip, noop_max, fire_reset
         self.stack, self.screen_size = stack, screen_size

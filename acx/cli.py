@@ -10,12 +10,14 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+
+from acx.errors import AcxError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -38,15 +40,18 @@ Each command takes Hydra's own flags too: acx train --help, acx train --cfg job.
 """
 
 
-def user_error(exc: BaseException) -> str | None:
-    """The one-line message for a mistake in the user's input, or None for a bug (keep the traceback)."""
-    from acx.checkpoint import CheckpointError
-
-    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
-        exc = exc.__cause__  # Hydra wraps errors raised while building a _target_
-    if isinstance(exc, (ValueError, CheckpointError, OmegaConfBaseException, FileNotFoundError)):
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def find_user_error(exc: BaseException) -> AcxError | None:
+    """The AcxError behind ``exc`` (Hydra wraps errors raised while building a ``_target_``), or None."""
+    while exc is not None:
+        if isinstance(exc, AcxError):
+            return exc
+        exc = exc.__cause__ if isinstance(exc, InstantiationException) else None
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def remove_unused_run_dir(run_dir: Path) -> None:
@@ -58,11 +63,11 @@ def remove_unused_run_dir(run_dir: Path) -> None:
 
 
 def report_user_errors(fn):
-    """Print input errors as one line and exit 2; ACX_DEBUG=1 shows the traceback instead."""
+    """An AcxError (bad input, a full disk, a diverged run) becomes one line and its exit code; any other
+    exception is a bug and keeps its traceback (exit 1). ACX_DEBUG=1 shows every traceback."""
 
     def wrapper(cfg: DictConfig):
         from acx.signals import Interrupted
-        from acx.update import NonFiniteError
 
         try:
             return fn(cfg)
@@ -71,18 +76,15 @@ def report_user_errors(fn):
         except BrokenPipeError:  # stdout closed early (`acx eval ... | head -1`): stop quietly, as Unix tools do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(141)
-        except NonFiniteError as exc:
-            if os.environ.get("ACX_DEBUG"):
-                raise
-            print(f"acx: error: {exc}", file=sys.stderr)
-            sys.exit(3)
         except Exception as exc:
-            message = user_error(exc)
-            if message is None or os.environ.get("ACX_DEBUG"):
+            error = find_user_error(exc)
+            if error is None or os.environ.get("ACX_DEBUG"):
+                exc.acx_reraised = True  # a bug: main() lets it through with its traceback
                 raise
-            remove_unused_run_dir(Path(cfg.paths.output_dir))
-            print(f"acx: error: {message}", file=sys.stderr)
-            sys.exit(2)
+            if error.exit_code == 2:  # nothing was started: leave no run folder behind
+                remove_unused_run_dir(Path(cfg.paths.output_dir))
+            print(f"acx: error: {first_line(error)}", file=sys.stderr)
+            sys.exit(error.exit_code)
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
@@ -108,7 +110,7 @@ def train_app(cfg: DictConfig) -> float:
 @report_user_errors
 def eval_app(cfg: DictConfig) -> float:
     """Hydra wrapper around evaluate_checkpoint()."""
-    from acx.evaluate import evaluate_checkpoint
+    from acx.replay import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg)
     print(
@@ -174,6 +176,58 @@ def resume_arguments(args: list[str]) -> list[str]:
     return [*original, *[a if not a.startswith("resume=") else f"resume={ckpt}" for a in args], *extra]
 
 
+def leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (lists count as leaves)."""
+    if not isinstance(node, dict):
+        return [prefix] if prefix else []
+    keys = []
+    for key, value in node.items():
+        keys += leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
+
+
+def composition_error(exc: BaseException) -> str:
+    """One line for a config Hydra could not compose; an unknown key gets a "did you mean"."""
+    from acx.config import close_keys
+
+    cause = exc.__cause__
+    parent = getattr(cause, "parent_node", None)
+    named = re.search(r"Could not override '([^']+)'", str(exc))  # the whole key (full_key: its first unknown part)
+    key = named.group(1) if named else None
+    full_key = getattr(cause, "full_key", None) or ""
+    if not key or full_key.startswith(key + "."):  # a dict override (env.kwargs={a: 1}) names its new key there
+        key = full_key or key
+    if key and parent is not None and "not in struct" in str(cause):
+        root = OmegaConf.to_container(parent._get_root(), resolve=False)
+        close = close_keys(key, leaf_keys(root))
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"{key}: no such key{hint} (+{key}=... adds a new one)"
+    return first_line(exc)
+
+
+def run_app(app) -> None:
+    """Run a Hydra app; what Hydra itself cannot do (compose the config, create the output folder) is
+    one line and exit 2, as the app's own input errors are."""
+    from hydra.errors import HydraException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing, so the line is ours
+    try:
+        app()
+    except Exception as exc:
+        if getattr(exc, "acx_reraised", False) or os.environ.get("ACX_DEBUG"):
+            raise
+        if isinstance(exc, HydraException):  # composition, overrides, a missing config
+            print(f"acx: error: {composition_error(exc)}", file=sys.stderr)
+        elif isinstance(exc, OSError):  # Hydra could not create or write the output folder
+            print(f"acx: error: cannot write {exc.filename or 'the output folder'}: {exc.strerror}", file=sys.stderr)
+        elif (error := find_user_error(exc)) is not None:  # raised by a sweeper before any job (a search space)
+            print(f"acx: error: {first_line(error)}", file=sys.stderr)
+            sys.exit(error.exit_code)
+        else:
+            raise
+        sys.exit(2)
+
+
 def main() -> None:
     """Entry point of the ``acx`` console script."""
     args = sys.argv[1:]
@@ -195,7 +249,7 @@ def main() -> None:
     check_group_options(args[1:])
     rest = resume_arguments(args[1:]) if command == "train" else args[1:]
     sys.argv = [f"acx-{command}", *rest]
-    APPS[command]()
+    run_app(APPS[command])
 
 
 if __name__ == "__main__":

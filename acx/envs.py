@@ -12,8 +12,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from acx.errors import ConfigError
 
-class UnknownEnvError(ValueError):
+
+class UnknownEnvError(ConfigError):
     """An env id that Gymnasium does not know."""
 
 
@@ -43,14 +45,17 @@ class GymEnvFactory:
             from acx.atari import is_atari_id
 
             if is_atari_id(id):  # raw 210x160 RGB frames: Atari needs the preprocessing of env=atari
-                raise ValueError(f"env.id={id!r} is an Atari game: train it with env=atari env.id={id}")
+                raise ConfigError(f"env.id={id!r} is an Atari game: train it with env=atari env.id={id}")
         check_env_id(id)
         self.id = id
         self.kwargs = dict(kwargs or {})
         self.vectorization = vectorization
         self.max_episode_steps = max_episode_steps
         self.spec = gym.spec(id)
-        probe = self.make_single()
+        try:
+            probe = self.make_single()
+        except TypeError as exc:  # a keyword the env's constructor does not take
+            raise ConfigError(f"env.kwargs: {id} does not take them ({exc})") from None
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         self.episode_limit = probe.spec.max_episode_steps if probe.spec else None
@@ -87,18 +92,3 @@ class GymEnvFactory:
         if isinstance(self.action_space, gym.spaces.Box):
             return np.clip(actions, self.action_space.low, self.action_space.high)
         return actions
-
-
-def space_to_dict(space: gym.Space) -> dict[str, Any]:
-    """A JSON-able description of a space, stored in checkpoints."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n)}
-    if isinstance(space, gym.spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-            "low": np.asarray(space.low).flatten().tolist()[:16],
-            "high": np.asarray(space.high).flatten().tolist()[:16],
-        }
-    return {"type": type(space).__name__}

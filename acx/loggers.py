@@ -59,7 +59,10 @@ class JsonlLogger:
         self.file.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # the disk filled up: the write that failed has been reported already
+            pass
 
 
 class TensorBoardLogger:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-VALUE_LOSSES = ("mse", "huber", "smooth_l1")
-
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of x over the True entries of mask."""
@@ -31,6 +29,8 @@ class ActorCriticLoss:
       and recompute advantages from them (seeds 001, 003, 004);
     - ``normalize_advantage``: standardise advantages per batch (seed 000);
     - ``reduction``: 'mean' over transitions, or 'sum' (seeds 003 and 004 sum per-step losses).
+
+    ``value_loss``: 'mse', or 'huber'/'smooth_l1' (the same loss; ``huber_delta`` 1 is smooth-L1).
     """
 
     def __init__(
@@ -43,10 +43,6 @@ class ActorCriticLoss:
         reduction: str = "mean",
         huber_delta: float = 1.0,
     ):
-        if value_loss not in VALUE_LOSSES:
-            raise ValueError(f"algo.loss.value_loss must be one of {VALUE_LOSSES}, got {value_loss!r}")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"algo.loss.reduction must be 'mean' or 'sum', got {reduction!r}")
         self.value_loss, self.vf_coef, self.ent_coef = value_loss, vf_coef, ent_coef
         self.normalize_advantage, self.normalize_returns = normalize_advantage, normalize_returns
         self.reduction, self.huber_delta = reduction, huber_delta

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+# the names acx.config allows for network.activation and network.init
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
-INITS = ("default", "orthogonal", "kaiming_normal")
 
 
 def init_layer(layer: nn.Module, scheme: str, gain: float) -> None:
@@ -23,10 +23,8 @@ def init_layer(layer: nn.Module, scheme: str, gain: float) -> None:
         return
     if scheme == "orthogonal":
         nn.init.orthogonal_(layer.weight, gain=gain)
-    elif scheme == "kaiming_normal":  # std sqrt(2 / fan_in): seed 004's "init_xavier_weights"
+    else:  # kaiming_normal: std sqrt(2 / fan_in), seed 004's "init_xavier_weights"
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-    else:
-        raise ValueError(f"network.init must be one of {INITS}, got {scheme!r}")
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
 
@@ -135,11 +133,9 @@ class GaussianHead(nn.Module):
         if log_std == "state_dependent":
             self.log_std_head: nn.Linear | None = nn.Linear(in_dim, dim)
             self.log_std_param = None
-        elif log_std == "state_independent":
+        else:  # state_independent
             self.log_std_head = None
             self.log_std_param = nn.Parameter(torch.full((dim,), float(log_std_init)))
-        else:
-            raise ValueError(f"log_std must be 'state_dependent' or 'state_independent', got {log_std!r}")
         self.log_std_min, self.log_std_max = (float(b) for b in log_std_bounds)
         low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
         high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
@@ -230,16 +226,10 @@ class ActorCritic(nn.Module):
 def _policy_head(in_dim: int, action_space: gym.Space, gaussian: dict | None, hidden: int = 0) -> nn.Module:
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalHead(in_dim, int(action_space.n), hidden)
-    if isinstance(action_space, gym.spaces.Box):
-        if hidden:
-            raise ValueError("a hidden policy layer is supported for discrete actions only")
-        return GaussianHead(in_dim, action_space, **(gaussian or {}))
-    raise ValueError(f"action space {action_space} is not supported (Discrete or Box only)")
+    return GaussianHead(in_dim, action_space, **(gaussian or {}))  # Box (acx.config checks the spaces)
 
 
 def _initialise(net: ActorCritic, init: str, gain: float, policy_gain: float, value_gain: float) -> ActorCritic:
-    if init not in INITS:
-        raise ValueError(f"network.init must be one of {INITS}, got {init!r}")
     for layer in net.modules():
         init_layer(layer, init, gain)
     # output layers: small policy gain keeps the first policy near uniform (CleanRL, SB3)
@@ -269,14 +259,8 @@ def mlp_actor_critic(
     gaussian: dict | None = None,
 ) -> ActorCritic:
     """MLP actor-critic for flat observations: separate MLPs, or one shared trunk (``shared``)."""
-    if len(observation_space.shape or ()) != 1:
-        raise ValueError(
-            f"network=mlp needs flat vector observations, got shape {observation_space.shape}; use network=cnn"
-        )
     in_dim = int(observation_space.shape[0])
     hidden_sizes = list(hidden_sizes)
-    if not hidden_sizes:
-        raise ValueError("network.hidden_sizes must name at least one layer size")
     actor = mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
     critic = None if shared else mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
     feat = hidden_sizes[-1]
@@ -305,9 +289,7 @@ def cnn_actor_critic(
     ``head_hidden=0``: one 512-unit layer shared by both heads (CleanRL, SB3).
     ``head_hidden=512``: seed 002's layout, the conv trunk then a separate 512-unit MLP per head.
     """
-    shape = observation_space.shape or ()
-    if len(shape) != 3:
-        raise ValueError(f"network=cnn needs image observations (C, H, W), got shape {shape}; use network=mlp")
+    shape = observation_space.shape
     cnn = NatureCNN(shape[0], (shape[1], shape[2]))
     if head_hidden:
         trunk: nn.Module = cnn

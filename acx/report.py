@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from acx.config import ReportArgs, validate
+from acx.errors import ConfigError
 from acx.runs import RunRecord, find_run_dirs, load_run, without_seed
 
 TABLE_NAME = "report.md"
@@ -189,10 +191,10 @@ def write_report(root: Path) -> Report:
     """Read every run at or below ``root``; write the table and the plot into ``root``."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory")
+        raise ConfigError(f"{root} is not a directory")
     runs = [load_run(p) for p in find_run_dirs(root)]
     if not runs:
-        raise FileNotFoundError(f"no runs under {root} (a run folder has metrics.jsonl or summary.json)")
+        raise ConfigError(f"no runs under {root} (a run folder has metrics.jsonl or summary.json)")
     groups, shared = group_runs(runs)
     rows = [(label, summarize(group)) for label, group in groups.items()]
     curves = {label: c for label, group in groups.items() if (c := learning_curve(group)) is not None}
@@ -232,12 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         "into DIR, and print the table.",
     )
     parser.add_argument("dir", type=Path, help="a run folder or a sweep folder (every run below it)")
-    args = parser.parse_args(argv)
     try:
+        args = validate(ReportArgs, vars(parser.parse_args(argv)))
         report = write_report(args.dir)
-    except FileNotFoundError as exc:
+    except ConfigError as exc:
         print(f"acx: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     print(report.markdown)
     print(f"acx: wrote {report.table_path}" + (f" and {report.plot_path}" if report.plot_path else ""))
     return 0

@@ -63,10 +63,6 @@ class RolloutCollector:
         env_actions: Callable[[np.ndarray], np.ndarray] = lambda a: a,
         initial_capacity: int = 512,
     ):
-        if n_steps is None and envs.num_envs != 1:
-            raise ValueError(
-                "the episodic (Monte-Carlo) variant collects whole episodes from one env: set algo.num_envs=1"
-            )
         self.envs, self.net, self.n_steps, self.device = envs, net, n_steps, device
         self.env_actions = env_actions
         self.num_envs = envs.num_envs

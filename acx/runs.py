@@ -151,13 +151,9 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
-OBJECTIVES = ("best_eval_return", "final_eval_return", "eval_return_auc")
-
-
 def objective_value(name: str, summary: dict[str, Any], run_dir: Path) -> float:
-    """The number a sweeper optimises for a finished run: one of ``OBJECTIVES``."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"optimized_metric={name} is not one of {', '.join(OBJECTIVES)}")
+    """The number a sweeper optimises for a finished run: ``optimized_metric``, one of
+    ``acx.config.OBJECTIVES`` (checked with the rest of the config before the run started)."""
     if name != "eval_return_auc":
         return float(summary[name])
     run = load_run(run_dir)

@@ -28,11 +28,24 @@ class StopRule:
         """Feed one evaluation's mean return; True when the rule is met."""
         return False
 
+    @property
+    def stops_early(self) -> bool:
+        """Whether this rule can end a run before its budget (a resumed solved run stays solved)."""
+        return False
+
     def describe(self) -> str:
         return "the step budget"
 
 
-class EvalThreshold(StopRule):
+class ThresholdRule(StopRule):
+    """A rule met when a return reaches ``threshold``; with no threshold it never stops early."""
+
+    @property
+    def stops_early(self) -> bool:
+        return self.threshold is not None
+
+
+class EvalThreshold(ThresholdRule):
     """Solved when the evaluation mean return reaches ``threshold``."""
 
     name = "eval_threshold"
@@ -44,7 +57,7 @@ class EvalThreshold(StopRule):
         return f"eval mean return >= {self.threshold}" if self.threshold is not None else "the step budget"
 
 
-class RunningRewardThreshold(StopRule):
+class RunningRewardThreshold(ThresholdRule):
     """Seeds 003/004: running = alpha * episode_return + (1 - alpha) * running, from 0; stop when > threshold."""
 
     name = "running_reward"
@@ -65,7 +78,7 @@ class RunningRewardThreshold(StopRule):
         return f"running reward (alpha {self.alpha}) > {self.threshold}"
 
 
-class MeanLastEpisodes(StopRule):
+class MeanLastEpisodes(ThresholdRule):
     """Seed 002: mean return of the last ``window`` training episodes > threshold."""
 
     name = "mean_last_episodes"

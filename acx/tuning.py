@@ -33,6 +33,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from acx.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "optuna.db"
@@ -94,7 +96,7 @@ def distribution(override: Override) -> BaseDistribution:
         if "int" in tags or (isinstance(value.start, int) and isinstance(value.end, int) and "log" not in tags):
             return IntDistribution(int(value.start), int(value.end), log="log" in tags)
         return FloatDistribution(float(value.start), float(value.end), log="log" in tags)
-    raise ValueError(f"{override.input_line}: use choice(), range() or interval() to search over a key")
+    raise ConfigError(f"{override.input_line}: use choice(), range() or interval() to search over a key")
 
 
 def search_space(params: dict[str, Any] | DictConfig | None, arguments: list[str]) -> tuple[dict, list[str]]:

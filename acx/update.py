@@ -3,32 +3,15 @@ plus the diagnostics the logger reports (seed 002's gradient statistics, the cri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from acx.errors import NonFiniteError
 from acx.losses import ActorCriticLoss, masked_mean
 from acx.networks import ActorCritic
 from acx.rollout import Rollout
-
-
-def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per key of ``optimizer_cfg``: 'all', or 'actor' and 'critic' (seed 001)."""
-    groups = net.parameter_groups()
-    optimizers = {}
-    for name, partial_cfg in optimizer_cfg.items():
-        if name not in ("all", "actor", "critic"):
-            raise ValueError(f"optimizer.{name}: optimizer groups are 'all', or 'actor' and 'critic'")
-        if name not in groups:
-            raise ValueError(f"optimizer.{name} needs separate actor and critic networks, not network.shared=true")
-        optimizers[name] = instantiate(partial_cfg)(groups[name])
-    if set(optimizers) not in ({"all"}, {"actor", "critic"}):
-        raise ValueError(f"optimizer must define 'all', or both 'actor' and 'critic'; got {sorted(optimizers)}")
-    return optimizers
 
 
 def linear_lr(fraction_done: float, final_fraction: float = 0.0) -> float:
@@ -55,10 +38,6 @@ class LinearLR:
 
     def __call__(self, fraction_done: float) -> float:
         return linear_lr(fraction_done, self.final_fraction)
-
-
-class NonFiniteError(RuntimeError):
-    """A loss or gradient became NaN or infinite; no optimizer step was taken with it."""
 
 
 def masked_var(x: Tensor, mask: Tensor) -> Tensor:

@@ -14,9 +14,11 @@ import torch
 from hydra.errors import InstantiationException
 
 from acx.atari import AtariEnvFactory, LearningSignals, game_from_id, id_from_game, learning_rewards
+from acx.build import build_env_factory, build_network
+from acx.errors import ConfigError
 from acx.networks import mlp_actor_critic
 from acx.rollout import RolloutCollector
-from acx.train import build_env_factory, build_network, train
+from acx.train import train
 from tests.conftest import compose_train, eval_in_window, needs_xvfb, run_acx
 
 
@@ -214,7 +216,7 @@ def test_env_preset_picks_cnn_and_a_long_run_cadence(tmp_path: Path):
 
 
 def test_bad_game_choices_are_clear(tmp_path: Path):
-    with pytest.raises(ValueError, match="not an ALE game"):
+    with pytest.raises(ConfigError, match="not an ALE game"):
         AtariEnvFactory("breakoutt")
     with pytest.raises(InstantiationException, match="train it with env=atari"):
         build_env_factory(compose_train(["env.id=ALE/Breakout-v5"], tmp_path).env)
@@ -285,7 +287,7 @@ def test_pong_eval_render_human_under_xvfb(pong_run: Path, tmp_path: Path):
 def test_seed002_preset_is_the_seed(tmp_path: Path):
     """Seed 002's hyperparameters, as its notebook sets them."""
     cfg = compose_train(["experiment=seed002_a2c_pong"], tmp_path)
-    algo, opt = cfg.algo, cfg.optimizer.all
+    algo, opt = cfg.algo, cfg.optimizer
     assert (algo.num_envs, algo.n_steps, algo.gamma, algo.max_grad_norm) == (50, 4, 0.99, 0.1)
     assert algo.advantage.gae_lambda == 1.0 and algo.reward_scale == 1.0
     assert (algo.loss.value_loss, algo.loss.vf_coef, algo.loss.ent_coef) == ("mse", 1.0, 0.01)

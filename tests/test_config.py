@@ -9,8 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from acx.train import build_env_factory, build_network
-from acx.update import build_optimizers
+from acx.build import build_env_factory, build_network, build_optimizers
+from acx.config import TrainConfig, check_network_fits, validate_train_config
+from acx.errors import ConfigError
 from tests.conftest import CONF, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -64,9 +65,17 @@ def test_optimizers(tmp_path: Path, optimizer: str):
 
 def test_split_optimizers_need_separate_networks(tmp_path: Path):
     cfg = compose_train(["optimizer=adam_split", "network=mlp_shared"], tmp_path)
+    with pytest.raises(ConfigError, match="separate actor and critic optimizers need separate networks"):
+        validate_train_config(cfg)
+
+
+def test_the_learning_rate_is_optimizer_lr(tmp_path: Path):
+    cfg = compose_train(["optimizer.lr=3e-4"], tmp_path)
     net = build_network(cfg.network, build_env_factory(cfg.env), torch.device("cpu"))
-    with pytest.raises(ValueError, match="shared"):
-        build_optimizers(cfg.optimizer, net)
+    assert build_optimizers(cfg.optimizer, net)["all"].param_groups[0]["lr"] == 3e-4
+    cfg = compose_train(["optimizer=adam_split", "optimizer.actor.lr=1e-4", "optimizer.critic.lr=2e-4"], tmp_path)
+    opts = build_optimizers(cfg.optimizer, net)
+    assert (opts["actor"].param_groups[0]["lr"], opts["critic"].param_groups[0]["lr"]) == (1e-4, 2e-4)
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])
@@ -94,6 +103,16 @@ def test_experiment_presets_compose(tmp_path: Path, experiment: str):
     header = (CONF / "experiment" / f"{experiment}.yaml").read_text().splitlines()
     assert header[0] == "# @package _global_"
     assert any(f"experiment={experiment}" in line for line in header if line.startswith("#")), "header says how to run"
+    config = validate_train_config(cfg)  # every preset passes the schema, and fits its env
+    assert isinstance(config, TrainConfig) and config.total_steps == cfg.total_steps
     factory = build_env_factory(cfg.env)
+    check_network_fits(config.network, factory)
     net = build_network(cfg.network, factory, torch.device("cpu"))
     build_optimizers(cfg.optimizer, net)
+
+
+def test_the_schema_names_what_the_builders_build():
+    """acx.config stays free of torch, so it lists the activation names itself; they must be the networks'."""
+    from acx import config, networks
+
+    assert set(config.ACTIVATIONS) == set(networks.ACTIVATIONS)

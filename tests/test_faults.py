@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -173,3 +174,57 @@ def test_a_run_with_only_best_pt_resumes_from_it(tmp_path: Path):
     proc = run_acx("train", f"resume={run_dir}", "total_steps=4000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] >= 4000
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 1 MiB tmpfs: a run on it fills the disk after its first few checkpoints."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root: .ci/run has it): {done.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_names_the_last_good_checkpoint_and_the_resume_command(tmp_path: Path, small_disk: Path):
+    run_dir = small_disk / "run"
+    args = [*FAULT, "total_steps=10000000", "checkpoint.every_steps=400", "checkpoint.keep=3", "log.every_updates=1"]
+    proc = run_acx("train", *args, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[0].startswith("acx: error: could not write ") and "No space left on device" in lines[0]
+    assert f"once there is room, resume with: acx train resume={run_dir}" in lines[0]
+    named = Path(lines[0].split("last good checkpoint: ")[1].split(";")[0])
+    assert named.parent == run_dir / "checkpoints" and named.name.startswith("step_")
+    loaded = every_checkpoint_loads(run_dir)  # the atomic writes left only whole checkpoints
+    assert str(named) in [c["path"] for c in loaded]
+    assert not list((run_dir / "checkpoints").glob(".*.tmp")), "a failed write leaves no temporary file"
+    # nothing is lost: with room again (a copy on the big disk), the run continues from that checkpoint
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    stopped_at = load_checkpoint(moved)["meta"]["progress"]["env_steps"]
+    resumed = run_acx("train", f"resume={moved}", f"total_steps={stopped_at + 1000}", "checkpoint.every_steps=100000")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((moved / "summary.json").read_text())["env_steps"] >= stopped_at + 1000
+
+
+def test_a_solved_run_resumed_with_a_bigger_budget_stays_solved(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    solve = ["progress=false", "logger=none", "eval.every_steps=2000", "eval.confirm_episodes=0"]
+    solve.append("env.reward_threshold=15")  # solved within a few thousand steps
+    assert run_acx("train", *solve, "total_steps=50000", f"hydra.run.dir={run_dir}").returncode == 0
+    first = json.loads((run_dir / "summary.json").read_text())
+    assert first["solved"], first
+    proc = run_acx("train", f"resume={run_dir}", "total_steps=100000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = json.loads((run_dir / "summary.json").read_text())
+    assert second["solved"] and second["solved_at_step"] == first["solved_at_step"]
+    assert second["env_steps"] == first["env_steps"], "a solved run does not train on"
+    # with stop=budget it trains on to the new budget, and keeps the step it first solved at
+    proc = run_acx("train", f"resume={run_dir}", "total_steps=60000", "stop=budget")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    third = json.loads((run_dir / "summary.json").read_text())
+    assert third["env_steps"] >= 60000 and third["solved_at_step"] == first["solved_at_step"]

@@ -80,15 +80,6 @@ def test_orthogonal_init_gains():
     torch.testing.assert_close(net.policy_head.out.weight @ net.policy_head.out.weight.T, 1e-4 * torch.eye(2))
 
 
-def test_bad_network_for_space_is_a_clear_error():
-    with pytest.raises(ValueError, match="network=cnn"):
-        mlp_actor_critic(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
-    with pytest.raises(ValueError, match="network=mlp"):
-        cnn_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2))
-    with pytest.raises(ValueError, match="hidden_sizes"):
-        mlp_actor_critic(CARTPOLE_OBS, gym.spaces.Discrete(2), hidden_sizes=[])
-
-
 @pytest.mark.parametrize("head_hidden", [0, 512])
 def test_cnn_on_uint8_frames(head_hidden):
     net = cnn_actor_critic(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6), head_hidden)

@@ -21,7 +21,7 @@ SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 
 def test_search_space_from_yaml_and_command_line():
     params = {
-        "optimizer.all.lr": "tag(log, interval(1e-4, 1e-2))",
+        "optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
         "algo.n_steps": "choice(5, 8, 16)",
         "algo.num_envs": "range(2, 10, 2)",
         "algo.loss.ent_coef": "interval(0.0, 0.02)",
@@ -29,7 +29,7 @@ def test_search_space_from_yaml_and_command_line():
         "network.hidden_sizes": "tag(int, interval(32, 256))",
     }
     space, fixed = search_space(params, ["env=cartpole", "algo.gamma=choice(0.9,0.99)", "algo.n_steps=16"])
-    assert space["optimizer.all.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["optimizer.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
     assert space["algo.num_envs"] == IntDistribution(2, 8, step=2)  # range() excludes its stop, like Python's
     assert space["algo.loss.ent_coef"] == FloatDistribution(0.0, 0.02)
     assert space["network.hidden_sizes"] == IntDistribution(32, 256)
@@ -41,8 +41,8 @@ def test_search_space_from_yaml_and_command_line():
 def test_trial_overrides_round_trip():
     assert format_value(1e-05) == "1e-05" and format_value(0.1 + 0.2) == "0.30000000000000004"
     assert format_value("mse") == "mse" and format_value(None) == "null" and format_value(True) == "True"
-    assert trial_overrides({"optimizer.all.lr": 3e-4, "algo.n_steps": 8}, ["env=cartpole"], 7) == [
-        "env=cartpole", "optimizer.all.lr=0.0003", "algo.n_steps=8", "hydra.sweeper.trial_number=7",
+    assert trial_overrides({"optimizer.lr": 3e-4, "algo.n_steps": 8}, ["env=cartpole"], 7) == [
+        "env=cartpole", "optimizer.lr=0.0003", "algo.n_steps=8", "hydra.sweeper.trial_number=7",
     ]  # fmt: skip
 
 

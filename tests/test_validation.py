@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST, run_acx
+from tests.conftest import FAST, ROOT, run_acx
 
 BAD_CONFIGS = [
     (["env.id=CartPol-v1"], "did you mean CartPole-v1"),
@@ -17,18 +17,42 @@ BAD_CONFIGS = [
     (["logger=[tensorboard,wandbb]"], "logger=wandbb: no such option"),
     (["algo.gamma=0"], "algo.gamma: must be in (0, 1]"),
     (["algo.gamma=1.01"], "algo.gamma: must be in (0, 1]"),
-    (["optimizer.all.lr=-0.001"], "optimizer.all.lr: must be > 0"),
+    (["optimizer.lr=-0.001"], "optimizer.lr: must be > 0"),
     (["optimizer=adam_split", "optimizer.critic.lr=0"], "optimizer.critic.lr: must be > 0"),
     (["algo.n_steps=0"], "algo.n_steps: must be an integer >= 1"),
     (["algo.num_envs=0"], "algo.num_envs: must be an integer >= 1"),
-    (["network.hidden_sizes=[]"], "network.hidden_sizes: must list at least one"),
+    (["network.hidden_sizes=[]"], "network.hidden_sizes: must be a list of at least 1 item, got []"),
+    (["network.hidden_sizes=[64,0]"], "network.hidden_sizes[1]: must be an integer >= 1, got 0"),
     (["lr_schedule=linear", "lr_schedule.final_fraction=1.5"], "lr_schedule.final_fraction: must be in [0, 1]"),
     (["lr_schedule=cosine"], "lr_schedule=cosine: no such option; choose from constant, linear"),
     (["network=cnn"], "network=cnn needs image observations"),
     (["env=pong", "network=mlp"], "network=mlp needs flat vector observations"),
     (["network.gaussian.mean_bound=true"], "network.gaussian.mean_bound: applies to continuous"),
-    (["total_steps=0"], "total_steps: must be a positive integer"),
-    (["total_steps=-5"], "total_steps: must be a positive integer"),
+    (["total_steps=0"], "total_steps: must be an integer >= 1, got 0"),
+    (["total_steps=-5"], "total_steps: must be an integer >= 1, got -5"),
+    (["total_steps=1.5"], "total_steps: must be an integer >= 1, got 1.5"),
+    (["log.every_updates=0"], "log.every_updates: must be an integer >= 1, got 0"),
+    (["log.every_updates=-3"], "log.every_updates: must be an integer >= 1, got -3"),
+    (["eval.every_steps=0"], "eval.every_steps: must be an integer >= 1, got 0"),
+    (["checkpoint.keep=0"], "checkpoint.keep: must be an integer >= 1, got 0"),
+    (["seed=-1"], "seed: must be an integer >= 0, got -1"),
+    (["progress=maybe"], "progress: must be true or false, got 'maybe'"),
+    (
+        ["network.activation=tahn"],
+        "network.activation: must be one of relu, tanh, elu, gelu, silu, got 'tahn'; did you mean tanh?",
+    ),
+    (["network.init=orthogonl"], "did you mean orthogonal?"),
+    (["algo.loss.value_loss=l1"], "algo.loss.value_loss: must be one of mse, huber, smooth_l1, got 'l1'"),
+    (["logger.wandb.mode=not-a-mode"], "logger.wandb.mode: must be one of offline, online, disabled"),
+    (["optimized_metric=auc"], "optimized_metric: must be one of best_eval_return, final_eval_return, eval_return_auc"),
+    (["+network.activatoin=relu"], "network.activatoin: no such key; did you mean network.activation?"),
+    (["optimizer.all.lr=1e-3"], "optimizer.all.lr: no such key; did you mean optimizer.lr?"),
+    (["optimizer.lrr=1e-3"], "optimizer.lrr: no such key; did you mean optimizer.lr?"),
+    (["optimizer=adam_split", "optimizer.lr=1e-3"], "did you mean optimizer.actor.lr, optimizer.critic.lr?"),
+    (["optimizer=adam_split", "network=mlp_shared"], "optimizer: separate actor and critic optimizers need separate"),
+    (["algo.advantage._target_=acx.returns.nope"], "algo.advantage: cannot import _target_ 'acx.returns.nope'"),
+    (["+env.kwargs.bogus=1"], "env.kwargs: CartPole-v1 does not take them"),
+    (["env.kwargs={bogus: 1}"], "env.kwargs.bogus: no such key"),
     (["algo=episodic", "algo.num_envs=4"], "algo.num_envs: must be 1 when algo.n_steps is null"),
 ]
 
@@ -100,6 +124,46 @@ def test_checkpoint_of_a_different_env(tmp_path: Path, good_checkpoint: Path):
     proc = run_acx("eval", f"ckpt={good_checkpoint}", "env_id=Acrobot-v1", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2
     assert "trained on CartPole-v1" in proc.stderr and "Acrobot-v1" in proc.stderr
+
+
+def test_eval_arguments_are_checked_the_same_way(tmp_path: Path, good_checkpoint: Path):
+    for args, expected in (
+        (["episodes=0"], "episodes: must be an integer >= 1, got 0"),
+        (["render=window"], "render: must be one of human, none, got 'window'"),
+        (["+episode=3"], "episode: no such key; did you mean episodes?"),
+    ):
+        proc = run_acx("eval", f"ckpt={good_checkpoint}", *args, f"hydra.run.dir={tmp_path / 'out'}")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"acx: error: {expected}"]
+        assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_made(tmp_path: Path):
+    (tmp_path / "file").write_text("not a folder")
+    proc = run_acx("train", *FAST, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("acx: error: cannot write ") and "Not a directory" in lines[0]
+
+
+def test_resume_with_another_env_is_one_line(tmp_path: Path, good_checkpoint: Path):
+    proc = run_acx("train", f"resume={good_checkpoint}", "env=acrobot", f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "trained on CartPole-v1" in lines[0] and "Acrobot-v1" in lines[0]
+    proc = run_acx("train", f"resume={good_checkpoint}", "network.hidden_sizes=[32]", f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds a network that the network config does not build" in lines[0]
+
+
+def test_a_bug_below_the_cli_shows_its_traceback(tmp_path: Path):
+    """A ValueError raised by code (not by acx's input checks) is a bug: traceback and exit 1, not exit 2."""
+    bug = "algo.advantage._target_=tests.injected_bug.estimator"
+    proc = run_acx("train", *FAST, bug, f"hydra.run.dir={tmp_path / 'run'}", env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" in proc.stderr and "ValueError: an injected bug" in proc.stderr
+    assert "acx: error" not in proc.stderr
 
 
 def test_debug_switch_shows_the_traceback(tmp_path: Path):

@@ -56,10 +56,12 @@ class AcxOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[Any]:
+        from acx.errors import ConfigError
+
         try:
             import optuna
-        except ImportError as exc:
-            raise ImportError("hydra/sweeper=acx_optuna needs Optuna: pip install -e '.[sweeps]'") from exc
+        except ImportError:
+            raise ConfigError("hydra/sweeper=acx_optuna needs Optuna: pip install -e '.[sweeps]'") from None
         from optuna.trial import TrialState
         from sqlalchemy.engine import make_url
 
@@ -80,7 +82,7 @@ class AcxOptunaSweeper(Sweeper):
         )  # fmt: skip
         space, fixed = search_space(self.params, arguments)
         if not space:
-            raise ValueError("hydra.sweeper.params names no key to search (use choice(), range() or interval())")
+            raise ConfigError("hydra.sweeper.params names no key to search (use choice(), range() or interval())")
         if not study.trials:
             for params in self.enqueue_trials or []:  # e.g. today's defaults, so the search starts from them
                 study.enqueue_trial(dict(params), skip_if_exists=True)

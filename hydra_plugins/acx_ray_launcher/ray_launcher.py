@@ -68,8 +68,10 @@ class RayLauncher(Launcher):
     def _connect(self) -> None:
         try:
             import ray
-        except ImportError as exc:
-            raise ImportError("hydra/launcher=ray needs Ray: pip install -e '.[ray]'") from exc
+        except ImportError:
+            from acx.errors import ConfigError
+
+            raise ConfigError("hydra/launcher=ray needs Ray: pip install -e '.[ray]'") from None
 
         if ray.is_initialized():
             return

@@ -1,0 +1,550 @@
+"""The config schema: one declaration of every key's type and range, from which validation follows.
+
+``conf/`` holds the values (the defaults and presets); the pydantic models here say which values are
+allowed. ``validate_train_config`` checks a composed ``acx train`` config against them before any
+env, logger or file exists, and reports the first mistake as one line naming the key, the value and
+the allowed range or choices (with a "did you mean" for a misspelt key or option). The builders trust
+what passed and do not check again. ``acx eval`` and ``acx report`` arguments go through the same path.
+
+A group whose ``_target_`` names an acx builder is checked against that builder's model; a
+``_target_`` of the user's own is only checked to import, and its keys go to it unchecked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+
+from acx.errors import ConfigError
+
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+INITS = ("default", "orthogonal", "kaiming_normal")
+VALUE_LOSSES = ("mse", "huber", "smooth_l1")
+OBJECTIVES = ("best_eval_return", "final_eval_return", "eval_return_auc")
+
+
+class Schema(BaseModel):
+    """Strict: no coercion (the validated values are the config's own), no unknown keys."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True, frozen=True)
+
+
+class UserTarget(BaseModel):
+    """A ``_target_`` that acx does not know (the user's own class or function): it must import; its
+    keys are its own business."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+    target: str = Field(alias="_target_")
+    partial: bool = Field(False, alias="_partial_")
+
+    @model_validator(mode="after")
+    def _imports(self) -> UserTarget:
+        module, _, name = self.target.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError(f"cannot import _target_ {self.target!r} ({type(exc).__name__}: {exc})") from None
+        return self
+
+
+def by_target(*models: type[BaseModel]) -> Any:
+    """A config group picked by its ``_target_``: the acx model that builds it, or ``UserTarget``."""
+    known = {m.model_fields["target"].annotation.__args__[0]: m for m in models}
+
+    def tag(value: Any) -> str:
+        target = value.get("_target_") if isinstance(value, Mapping) else getattr(value, "target", None)
+        return target if target in known else "user"
+
+    members = [Annotated[m, Tag(t)] for t, m in known.items()] + [Annotated[UserTarget, Tag("user")]]
+    return Annotated[Union[tuple(members)], Discriminator(tag)]  # noqa: UP007 (a runtime-built union)
+
+
+# ---- env -----------------------------------------------------------------------------------------
+
+
+class GymEnv(Schema):
+    target: Literal["acx.envs.GymEnvFactory"] = Field(alias="_target_")
+    id: str
+    kwargs: dict[str, Any] = {}
+    vectorization: Literal["auto", "sync", "async", "vector_entry_point"] = "auto"
+    max_episode_steps: int | None = Field(None, ge=1, description="null: the env's registered time limit")
+    reward_threshold: float | None = None
+
+
+class AtariEnv(Schema):
+    target: Literal["acx.atari.AtariEnvFactory"] = Field(alias="_target_")
+    game: str | None = "pong"
+    id: str | None = None
+    frame_skip: int = Field(4, ge=1)
+    noop_max: int = Field(30, ge=0)
+    fire_reset: bool = True
+    stack: int = Field(4, ge=1)
+    screen_size: int = Field(84, ge=8)
+    episodic_life: bool = False
+    reward_clipping: bool = True
+    repeat_action_probability: float = Field(0.0, ge=0, le=1)
+    max_episode_frames: int = Field(108000, ge=1)
+    num_threads: int = Field(0, ge=0, description="0: one per core")
+    reward_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _names_a_game(self) -> AtariEnv:
+        if self.game is None and self.id is None:
+            raise ValueError("env.game or env.id must name an Atari game")
+        return self
+
+
+# ---- network -------------------------------------------------------------------------------------
+
+
+class Gaussian(Schema):
+    log_std: Literal["state_independent", "state_dependent"] = "state_independent"
+    log_std_init: float = 0.0
+    log_std_bounds: list[float] = Field([-20.0, 2.0], min_length=2, max_length=2)
+    mean_bound: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Gaussian:
+        low, high = self.log_std_bounds
+        if not low < high:
+            raise ValueError(f"network.gaussian.log_std_bounds: must be [low, high] with low < high, got {[low, high]}")
+        return self
+
+
+class Init(Schema):
+    init: Literal[INITS] = "orthogonal"
+    init_gain: float = Field(2**0.5, gt=0)
+    policy_init_gain: float = Field(0.01, gt=0)
+    value_init_gain: float = Field(1.0, gt=0)
+
+
+class MlpNetwork(Init):
+    target: Literal["acx.networks.mlp_actor_critic"] = Field(alias="_target_")
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64, 64], min_length=1)
+    activation: Literal[ACTIVATIONS] = "tanh"
+    layer_norm: bool = False
+    shared: bool = False
+    bias: bool = True
+    gaussian: Gaussian = Gaussian()
+
+
+class CnnNetwork(Init):
+    target: Literal["acx.networks.cnn_actor_critic"] = Field(alias="_target_")
+    head_hidden: int = Field(0, ge=0, description="0: one shared 512-unit layer")
+    features: int = Field(512, ge=1)
+
+
+# ---- algo ----------------------------------------------------------------------------------------
+
+
+class Estimator(Schema):
+    target: Literal[
+        "acx.returns.gae_advantages", "acx.returns.td0_advantages", "acx.returns.monte_carlo_advantages"
+    ] = Field(alias="_target_")
+    partial: Literal[True] = Field(alias="_partial_")
+    gae_lambda: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _lambda_for_gae(self) -> Estimator:
+        if self.gae_lambda is not None and self.target != "acx.returns.gae_advantages":
+            raise ValueError(f"algo.advantage.gae_lambda: applies to acx.returns.gae_advantages, not {self.target}")
+        return self
+
+
+class Loss(Schema):
+    target: Literal["acx.losses.ActorCriticLoss"] = Field(alias="_target_")
+    value_loss: Literal[VALUE_LOSSES] = "mse"
+    vf_coef: float = Field(0.5, ge=0)
+    ent_coef: float = Field(0.0, ge=0)
+    normalize_advantage: bool = False
+    normalize_returns: bool = False
+    reduction: Literal["mean", "sum"] = "mean"
+    huber_delta: float = Field(1.0, gt=0)
+
+
+class Algo(Schema):
+    name: str
+    num_envs: int = Field(ge=1)
+    n_steps: int | None = Field(ge=1, description="null: until the episode ends")
+    gamma: float = Field(gt=0, le=1)
+    reward_scale: float = Field(1.0, gt=0)
+    max_grad_norm: float | None = Field(gt=0, description="null: no clipping")
+    advantage: by_target(Estimator)
+    loss: by_target(Loss)
+
+    @model_validator(mode="after")
+    def _episodic_is_one_env(self) -> Algo:
+        if self.n_steps is None and self.num_envs != 1:
+            raise ValueError(
+                f"algo.num_envs: must be 1 when algo.n_steps is null (whole episodes from one env), got {self.num_envs}"
+            )
+        return self
+
+
+# ---- optimizer and schedule ----------------------------------------------------------------------
+
+
+class Optimizer(Schema):
+    """A torch.optim class given the parameters later (``_partial_``); the keys its presets use."""
+
+    target: str = Field(alias="_target_", pattern=r"^torch\.optim\.\w+$")
+    partial: Literal[True] = Field(alias="_partial_")
+    lr: float = Field(gt=0)
+    eps: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    momentum: float | None = Field(None, ge=0)
+    dampening: float | None = Field(None, ge=0)
+    nesterov: bool | None = None
+    alpha: float | None = Field(None, gt=0, le=1)
+    betas: list[Annotated[float, Field(ge=0, lt=1)]] | None = Field(None, min_length=2, max_length=2)
+    amsgrad: bool | None = None
+    centered: bool | None = None
+    foreach: bool | None = None
+
+
+class SplitOptimizers(Schema):
+    """Separate actor and critic optimizers (seed 001); needs separate networks."""
+
+    actor: Optimizer
+    critic: Optimizer
+
+
+def _optimizer_kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "split" if "_target_" not in value and ("actor" in value or "critic" in value) else "one"
+    return "split" if isinstance(value, SplitOptimizers) else "one"
+
+
+OptimizerGroup = Annotated[
+    Union[Annotated[Optimizer, Tag("one")], Annotated[SplitOptimizers, Tag("split")]],  # noqa: UP007
+    Discriminator(_optimizer_kind),
+]
+
+
+class ConstantLR(Schema):
+    target: Literal["acx.update.ConstantLR"] = Field(alias="_target_")
+
+
+class LinearLR(Schema):
+    target: Literal["acx.update.LinearLR"] = Field(alias="_target_")
+    final_fraction: float = Field(0.0, ge=0, le=1)
+
+
+# ---- stop, device, loggers -----------------------------------------------------------------------
+
+
+class BudgetStop(Schema):
+    target: Literal["acx.stopping.StopRule"] = Field(alias="_target_")
+    threshold: float | None = None
+
+
+class EvalThresholdStop(Schema):
+    target: Literal["acx.stopping.EvalThreshold"] = Field(alias="_target_")
+    threshold: float | None = Field(None, description="null: the env's reward_threshold")
+
+
+class MeanLastEpisodesStop(Schema):
+    target: Literal["acx.stopping.MeanLastEpisodes"] = Field(alias="_target_")
+    window: int = Field(100, ge=1)
+    threshold: float | None = None
+
+
+class RunningRewardStop(Schema):
+    target: Literal["acx.stopping.RunningRewardThreshold"] = Field(alias="_target_")
+    alpha: float = Field(0.05, gt=0, le=1)
+    threshold: float | None = None
+
+
+class Device(Schema):
+    target: Literal["acx.device.resolve_device"] = Field(alias="_target_")
+    name: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    threads: int | None = Field(1, ge=1, description="null: torch's default")
+
+
+class WandbLogger(Schema):
+    target: Literal["acx.loggers.WandbLogger"] = Field(alias="_target_")
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "acx"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = []
+    name: str | None = None
+    settings: dict[str, Any] = {}  # wandb.Settings keys: W&B checks them, and a bad one only warns
+
+
+class TensorBoardLogger(Schema):
+    target: Literal["acx.loggers.TensorBoardLogger"] = Field(alias="_target_")
+    subdir: str = "tensorboard"
+    flush_secs: int = Field(30, ge=1)
+
+
+# ---- the train and eval configs ------------------------------------------------------------------
+
+
+class Eval(Schema):
+    every_steps: int = Field(ge=1)
+    episodes: int = Field(ge=1)
+    confirm_episodes: int | None = Field(0, ge=0, description="0 or null: off")
+    deterministic: bool = True
+
+
+class Checkpoint(Schema):
+    every_steps: int = Field(ge=1)
+    keep: int = Field(ge=1)
+
+
+class Log(Schema):
+    every_updates: int = Field(ge=1)
+
+
+class Paths(Schema):
+    log_dir: str
+    output_dir: str
+
+
+class TrainConfig(Schema):
+    """``conf/train.yaml`` once composed."""
+
+    task_name: str
+    run_name: str
+    seed: int = Field(ge=0)
+    resume: str | None = None
+    total_steps: int = Field(ge=1)
+    optimized_metric: Literal[OBJECTIVES] = "best_eval_return"
+    eval: Eval
+    checkpoint: Checkpoint
+    log: Log
+    progress: bool = True
+    env: by_target(GymEnv, AtariEnv)
+    network: by_target(MlpNetwork, CnnNetwork)
+    algo: Algo
+    optimizer: OptimizerGroup
+    lr_schedule: by_target(ConstantLR, LinearLR) | None = None
+    device: by_target(Device)
+    stop: by_target(BudgetStop, EvalThresholdStop, MeanLastEpisodesStop, RunningRewardStop)
+    logger: dict[str, by_target(WandbLogger, TensorBoardLogger) | None] | None = None
+    paths: Paths
+
+    @model_validator(mode="after")
+    def _split_optimizers_need_split_networks(self) -> TrainConfig:
+        if isinstance(self.optimizer, SplitOptimizers) and getattr(self.network, "shared", True):
+            raise ValueError(
+                "optimizer: separate actor and critic optimizers need separate networks (network=mlp, "
+                "network.shared=false)"
+            )
+        return self
+
+
+class EvalConfig(Schema):
+    """``conf/eval.yaml`` once composed: ``acx eval``'s arguments."""
+
+    task_name: str
+    run_name: str
+    ckpt: str
+    episodes: int = Field(ge=1)
+    deterministic: bool = True
+    render: Literal["human", "none"] | None = Field(None, description="human: a window")
+    video: bool = False
+    seed: int = Field(ge=0)
+    env_id: str | None = None
+    device: by_target(Device)
+    paths: Paths
+
+
+class ReportArgs(Schema):
+    """``acx report``'s arguments."""
+
+    dir: Path
+
+    @model_validator(mode="after")
+    def _is_a_folder(self) -> ReportArgs:
+        if not self.dir.is_dir():
+            raise ValueError(f"{self.dir} is not a directory")
+        return self
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+
+def close_keys(key: str, candidates: list[str]) -> list[str]:
+    """The candidates a misspelt ``key`` most likely meant: those ending in the same last part, or else
+    the closest spellings (only the ones about as close as the best)."""
+    last = key.rpartition(".")[2]
+    pool = [c for c in candidates if c.rpartition(".")[2] == last and c != key] or candidates
+    scored = sorted(((difflib.SequenceMatcher(None, key, c).ratio(), c) for c in pool), reverse=True)
+    best = scored[0][0] if scored else 0.0
+    return [c for r, c in scored[:3] if r >= max(0.6, best - 0.05)]
+
+
+def validate(model: type[BaseModel], cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> Any:
+    """``cfg`` checked against ``model``; the first mistake raised as a one-line ConfigError."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except OmegaConfBaseException as exc:  # an interpolation that does not resolve
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}" if key else str(exc).splitlines()[0]) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc.errors()[0], model, data, prefix)) from None
+
+
+def describe(error: Mapping[str, Any], model: type[BaseModel], data: Any, prefix: str = "") -> str:
+    """One line for one pydantic error: the key, what it must be, the value it got."""
+    keys, field, siblings = _walk(model, error["loc"])
+    key = prefix + ".".join(keys)
+    kind, value = error["type"], error.get("input")
+    if kind == "value_error":  # a rule of the model's own: its message names the key, or gets it here
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return message if re.match(r"^[\w.\[\]]+: ", message) else f"{key}: {message}"
+    if kind == "extra_forbidden":
+        parent = key.rpartition(".")[0]
+        close = close_keys(key, [f"{parent}.{c}" if parent else c for c in siblings])
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"{key}: no such key{hint}"
+    if kind == "missing":
+        return f"{key}: required, and not set"
+    if kind in ("literal_error", "union_tag_invalid"):
+        choices = [str(c) for c in typing.get_args(_unwrap(field.annotation))] if field is not None else []
+        choices = [c for c in choices if c != "None"]
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"{key}: must be one of {', '.join(choices)}, got {value!r}{hint}"
+    return f"{key}: must be {allowed(field)}, got {value!r}"
+
+
+def allowed(field: FieldInfo | None) -> str:
+    """What a field accepts, in words: 'in (0, 1]', 'an integer >= 1 (or null: ...)'."""
+    if field is None:
+        return "valid"
+    bounds = {k: getattr(m, k) for m in field.metadata for k in ("gt", "ge", "lt", "le", "min_length") if hasattr(m, k)}
+    low = f"({bounds['gt']:g}" if "gt" in bounds else f"[{bounds['ge']:g}" if "ge" in bounds else None
+    high = f"{bounds['lt']:g})" if "lt" in bounds else f"{bounds['le']:g}]" if "le" in bounds else None
+    base = _unwrap(field.annotation)
+    kind = {int: "an integer", bool: "true or false", str: "a string"}.get(base, "")  # a float: just the range
+    if typing.get_origin(base) is list:
+        length = bounds.get("min_length")
+        kind = f"a list of at least {length} item{'s' if length != 1 else ''}" if length else "a list"
+    if low and high:
+        text = f"{kind} in {low}, {high}".strip()
+    elif low:
+        text = f"{kind} {'>' if low[0] == '(' else '>='} {low[1:]}".strip()
+    elif high:
+        text = f"{kind} {'<' if high[-1] == ')' else '<='} {high[:-1]}".strip()
+    else:
+        text = kind or "valid"
+    if _optional(field.annotation):
+        text += f" (or null{': ' + field.description.removeprefix('null: ') if field.description else ''})"
+    return text
+
+
+def _optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``int | None`` -> int, ``Annotated[int, ...]`` -> int."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return annotation
+
+
+def _members(annotation: Any) -> dict[str, Any]:
+    """The tagged members of a ``by_target`` union, by tag."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    found = {}
+    for member in typing.get_args(annotation):
+        if typing.get_origin(member) is Annotated:
+            inner, *meta = typing.get_args(member)
+            tags = {m.tag: inner for m in meta if isinstance(m, Tag)}
+            found.update(tags or _members(inner))  # no tag: a union inside an Optional
+        elif member is not type(None):
+            found.update(_members(member))
+    return found
+
+
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], FieldInfo | None, list[str]]:
+    """Follow a pydantic error location through the models: the config keys (union tags dropped),
+    the FieldInfo at the end, and the keys beside the last one (for "did you mean")."""
+    keys: list[str] = []
+    node: Any = model
+    field: FieldInfo | None = None
+    siblings: list[str] = []
+    for part in loc:
+        tagged = _members(node) if not (isinstance(node, type) and issubclass(node, BaseModel)) else {}
+        if part in tagged:  # a union's tag: the model it chose
+            node = tagged[part]
+            continue
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            fields = node.model_fields
+            siblings = [f.alias or name for name, f in fields.items()]
+            name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
+            keys.append(str(part))
+            field = fields[name] if name else None
+            node = field.annotation if field else None
+            continue
+        # a dict key or a list index: the element's own constraints, if it has any
+        keys[-1:] = [f"{keys[-1]}[{part}]"] if isinstance(part, int) and keys else [*keys[-1:], str(part)]
+        args = typing.get_args(_unwrap(node))
+        node = args[-1] if args else None
+        field = FieldInfo.from_annotation(node) if node is not None else None
+    return keys, field, siblings
+
+
+def validate_train_config(cfg: DictConfig) -> TrainConfig:
+    """A composed train config checked against ``TrainConfig`` (no env is built here)."""
+    return validate(TrainConfig, cfg)
+
+
+def validate_eval_config(cfg: DictConfig) -> EvalConfig:
+    """``acx eval``'s composed config checked against ``EvalConfig``."""
+    return validate(EvalConfig, cfg)
+
+
+def check_network_fits(network: Any, factory: Any) -> None:
+    """The network config must suit the env's spaces (which only the built env factory knows)."""
+    import gymnasium as gym
+
+    obs, act = factory.observation_space, factory.action_space
+    if not isinstance(obs, gym.spaces.Box):
+        raise ConfigError(f"env: {factory.id} has {obs} observations; acx trains on Box observations only")
+    if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ConfigError(f"env: {factory.id} has {act} actions; acx supports Discrete and Box actions")
+    shape = tuple(obs.shape or ())
+    seen = f"{factory.id} observations have shape {shape}"
+    if isinstance(network, CnnNetwork):
+        if len(shape) != 3:
+            raise ConfigError(f"network: network=cnn needs image observations (C, H, W); {seen}: use network=mlp")
+        if not isinstance(act, gym.spaces.Discrete):
+            raise ConfigError(f"network: network=cnn supports discrete actions only; {factory.id} has {act}")
+    if isinstance(network, MlpNetwork):
+        if len(shape) != 1:
+            raise ConfigError(f"network: network=mlp needs flat vector observations; {seen}: use network=cnn")
+        if not isinstance(act, gym.spaces.Box):
+            changed = sorted(k for k in network.gaussian.model_fields_set if k in _gaussian_changes(network))
+            if changed:
+                raise ConfigError(
+                    f"network.gaussian.{changed[0]}: applies to continuous (Box) action spaces only; "
+                    f"{factory.id} has {act}"
+                )
+
+
+def _gaussian_changes(network: MlpNetwork) -> set[str]:
+    """The Gaussian settings that differ from their defaults."""
+    default = Gaussian()
+    return {k for k in Gaussian.model_fields if getattr(network.gaussian, k) != getattr(default, k)}

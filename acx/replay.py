@@ -1,0 +1,110 @@
+"""``acx eval``: replay a checkpoint in one env, in a window or to a video, and write ``eval.json``.
+
+The env and the network are rebuilt from the checkpoint alone (its resolved config)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from acx.build import build_env_factory, build_network
+from acx.checkpoint import check_fits_env, load_checkpoint, load_weights
+from acx.config import validate_eval_config
+from acx.networks import ActorCritic
+from acx.video import FrameRecorder, write_video
+
+
+@torch.inference_mode()
+def play_episodes(
+    net: ActorCritic,
+    env: gym.Env,
+    episodes: int,
+    device: torch.device,
+    env_actions=lambda a: a,
+    deterministic: bool = True,
+    seed: int | None = None,
+    capture: bool = False,
+) -> tuple[list[float], list[int]]:
+    """Play ``episodes`` episodes one after another in a single (possibly rendering) env."""
+    returns, lengths = [], []
+    net.eval()
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=None if seed is None else seed + ep)
+        if capture:
+            env.render()
+        total, steps, done = 0.0, 0, False
+        while not done:
+            action = net.action(torch.as_tensor(obs, device=device).unsqueeze(0), deterministic=deterministic)
+            obs, reward, terminated, truncated, _ = env.step(env_actions(action.cpu().numpy()[0]))
+            if capture:
+                env.render()
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+    return returns, lengths
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """``acx eval``: rebuild env and network from a checkpoint alone, play, report, record."""
+    args = validate_eval_config(cfg)
+    out_dir = Path(args.paths.output_dir)
+    device = instantiate(cfg.device)
+    ckpt = load_checkpoint(args.ckpt, map_location=device)
+    run_cfg = OmegaConf.create(ckpt["meta"]["config"])
+    env_cfg = run_cfg.env
+    if args.env_id:
+        env_cfg.id = args.env_id
+    factory = build_env_factory(env_cfg)
+    check_fits_env(ckpt, factory)
+    net = load_weights(build_network(run_cfg.network, factory, device), ckpt)
+    want_window = args.render == "human"
+    env = factory.make_single(render_mode="rgb_array" if (args.video or want_window) else None)
+    recorder = None
+    if args.video:
+        env = recorder = FrameRecorder(env)
+    if want_window:
+        env = gym.wrappers.HumanRendering(env)  # shows the rgb frames in a pygame window
+    start = time.perf_counter()
+    try:
+        returns, lengths = play_episodes(
+            net,
+            env,
+            args.episodes,
+            device,
+            factory.env_actions,
+            args.deterministic,
+            args.seed,
+            capture=args.video and not want_window,
+        )
+    finally:
+        env.close()
+    result: dict[str, Any] = {
+        "checkpoint": ckpt["path"],
+        "env_id": factory.id,
+        "episodes": len(returns),
+        "deterministic": args.deterministic,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "length_mean": float(np.mean(lengths)),
+        "returns": returns,
+        "lengths": lengths,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+    }
+    if recorder is not None and recorder.frames:
+        fps = int(factory.spec.kwargs.get("render_fps", 0) or env.metadata.get("render_fps") or 30)
+        path = write_video(recorder.frames, out_dir / "video.mp4", fps)
+        result["video"] = str(path)
+        result["video_frames"] = len(recorder.frames)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    return result
