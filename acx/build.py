@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from acx.networks import ActorCritic
+from acx.optim import Optimizer
 
 
 def seed_everything(seed: int) -> None:
@@ -36,7 +37,7 @@ def build_network(network_cfg: Mapping[str, Any], factory, device: torch.device)
     return net.to(device)
 
 
-def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, torch.optim.Optimizer]:
+def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, Optimizer]:
     """``conf/optimizer``: one optimizer over all parameters (a ``_target_`` at the top, saved as 'all'),
     or separate 'actor' and 'critic' optimizers (seed 001)."""
     groups = net.parameter_groups()

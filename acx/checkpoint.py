@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from acx.errors import CheckpointError
+from acx.optim import Optimizer
 
 FORMAT = "acx-checkpoint"
 FORMAT_VERSION = 1
@@ -50,7 +51,7 @@ class RunState:
     saved in every checkpoint and restored on resume (the global RNGs are saved beside it)."""
 
     net: torch.nn.Module
-    optimizers: dict[str, torch.optim.Optimizer]
+    optimizers: dict[str, Optimizer]  # acx.optim (or torch.optim) optimizers by group
     progress: Progress
 
 

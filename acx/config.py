@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import re
 import types
 import typing
@@ -196,9 +197,9 @@ class Algo(Schema):
 
 
 class Optimizer(Schema):
-    """A torch.optim class given the parameters later (``_partial_``); the keys its presets use."""
+    """An optimizer class given the parameters later (``_partial_``): acx.optim's (or torch.optim's)."""
 
-    target: str = Field(alias="_target_", pattern=r"^torch\.optim\.\w+$")
+    target: str = Field(alias="_target_", pattern=r"^(acx|torch)\.optim\.\w+$")
     partial: Literal[True] = Field(alias="_partial_")
     lr: float = Field(gt=0)
     eps: float | None = Field(None, gt=0)
@@ -208,9 +209,20 @@ class Optimizer(Schema):
     nesterov: bool | None = None
     alpha: float | None = Field(None, gt=0, le=1)
     betas: list[Annotated[float, Field(ge=0, lt=1)]] | None = Field(None, min_length=2, max_length=2)
-    amsgrad: bool | None = None
-    centered: bool | None = None
-    foreach: bool | None = None
+
+    @model_validator(mode="after")
+    def _keys_the_class_takes(self) -> Optimizer:
+        module, _, name = self.target.rpartition(".")
+        try:
+            taken = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import _target_ {self.target!r} ({type(exc).__name__}: {exc})") from None
+        for key in sorted(self.model_fields_set - {"target", "partial"}):
+            if key not in taken:
+                close = close_keys(key, [k for k in taken if k != "params"])
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(f".{key}: {self.target} takes no such key{hint}")  # "." : under the group's key
+        return self
 
 
 class SplitOptimizers(Schema):
@@ -407,6 +419,8 @@ def describe(error: Mapping[str, Any], model: type[BaseModel], data: Any, prefix
     kind, value = error["type"], error.get("input")
     if kind == "value_error":  # a rule of the model's own: its message names the key, or gets it here
         message = str(error["msg"]).removeprefix("Value error, ")
+        if message.startswith("."):  # a key below this model's: ".alpha: ..." -> "optimizer.alpha: ..."
+            return key + message
         return message if re.match(r"^[\w.\[\]]+: ", message) else f"{key}: {message}"
     if kind == "extra_forbidden":
         parent = key.rpartition(".")[0]

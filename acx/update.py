@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from acx.errors import NonFiniteError
 from acx.losses import ActorCriticLoss, masked_mean
 from acx.networks import ActorCritic
+from acx.optim import Optimizer
 from acx.rollout import Rollout
 
 
@@ -69,7 +70,7 @@ class Updater:
     def __init__(
         self,
         net: ActorCritic,
-        optimizers: dict[str, torch.optim.Optimizer],
+        optimizers: dict[str, Optimizer],
         loss_fn: ActorCriticLoss,
         max_grad_norm: float | None,
     ):

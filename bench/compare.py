@@ -153,6 +153,7 @@ def main() -> None:
             "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
             "cpu": cpu_name(),
             "cpus": os.cpu_count(),
+            "system": f"{platform.system()} {platform.release()}",
             "acx_versions": versions(sys.executable),
             "sb3_versions": versions(args.sb3_python),
             "load_before": load_before,
@@ -328,7 +329,7 @@ def write_report(R: dict, out: Path) -> None:
     text = (ROOT / "bench/benchmarks_template.md").read_text()
     fields = {
         "date": meta["date"],
-        "machine": f"{meta['cpu']}, {meta['cpus']} CPUs, {platform.system()} {platform.release()}",
+        "machine": f"{meta['cpu']}, {meta['cpus']} CPUs, {meta['system']}",
         "acx_versions": meta["acx_versions"],
         "sb3_versions": meta["sb3_versions"],
         "load": f"{meta['load_before']:.2f} before, {meta['load_after']:.2f} after",

@@ -292,7 +292,7 @@ def test_seed002_preset_is_the_seed(tmp_path: Path):
     assert algo.advantage.gae_lambda == 1.0 and algo.reward_scale == 1.0
     assert (algo.loss.value_loss, algo.loss.vf_coef, algo.loss.ent_coef) == ("mse", 1.0, 0.01)
     assert not algo.loss.normalize_advantage and not algo.loss.normalize_returns
-    assert opt._target_ == "torch.optim.Adam" and (opt.lr, opt.eps) == (1e-3, 1e-3)
+    assert opt._target_ == "acx.optim.Adam" and (opt.lr, opt.eps) == (1e-3, 1e-3)
     assert cfg.network.head_hidden == 512 and cfg.network.init == "default" and cfg.seed == 42
     assert cfg.stop._target_.endswith("MeanLastEpisodes") and (cfg.stop.window, cfg.stop.threshold) == (100, 18)
     assert cfg.env.id == "ALE/Pong-v5" and cfg.env.repeat_action_probability == 0.0  # as PongNoFrameskip-v4

@@ -165,3 +165,35 @@ def test_the_estimator_is_a_plain_partial_without_hydras_wrapper():
     for a, b in zip(hydra_fn(rewards, values, next_values, terminated, done, gamma=0.9),
                     fn(rewards, values, next_values, terminated, done, gamma=0.9), strict=True):  # fmt: skip
         assert torch.equal(a, b)
+
+
+def test_an_error_while_building_closes_what_was_built(tmp_path: Path, monkeypatch):
+    """Resources are registered as soon as they exist: a failure later in the build closes the training
+    and eval envs and the loggers."""
+    import acx.train as train_module
+    from acx.loggers import JsonlLogger
+
+    made, closed, jsonl = [], [], []
+    real_make_vector, real_jsonl_init = GymEnvFactory.make_vector, JsonlLogger.__init__
+
+    def make_vector(self, *args, **kwargs):
+        envs = real_make_vector(self, *args, **kwargs)
+        real_close = envs.close
+        envs.close = lambda: (closed.append(envs), real_close())  # CartPole's vector env keeps no `closed` flag
+        made.append(envs)
+        return envs
+
+    def jsonl_init(self, *args, **kwargs):
+        real_jsonl_init(self, *args, **kwargs)
+        jsonl.append(self)
+
+    def broken_window(*args, **kwargs):
+        raise RuntimeError("built last, fails")
+
+    monkeypatch.setattr(GymEnvFactory, "make_vector", make_vector)
+    monkeypatch.setattr(JsonlLogger, "__init__", jsonl_init)
+    monkeypatch.setattr(train_module, "MetricsWindow", broken_window)
+    with pytest.raises(RuntimeError, match="built last"):
+        train(compose_train([*FAST, "total_steps=1000"], tmp_path / "run"))
+    assert len(made) == 2 and {id(e) for e in closed} == {id(e) for e in made}, "training and eval envs are closed"
+    assert len(jsonl) == 1 and jsonl[0].file.closed
