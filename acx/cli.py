@@ -26,7 +26,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # that it does. Set at import: launcher workers (loky, submitit) import this module before composing.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
-USAGE = """usage: acx {train,eval} [hydra overrides...] | acx report DIR
+USAGE = """usage: acx {train,eval,export} [hydra overrides...] | acx report DIR
 
   acx train                                  train the default (CartPole-v1, n-step A2C)
   acx train env=pendulum algo=episodic       pick config groups; any key: algo.gamma=0.98 seed=3
@@ -35,6 +35,7 @@ USAGE = """usage: acx {train,eval} [hydra overrides...] | acx report DIR
   acx train -m hparams_search=cartpole_nstep an Optuna search (rerun the same command to resume it)
   acx report DIR                             table and learning curves of the runs in a run or sweep folder
   acx eval ckpt=PATH [episodes=N] [render=human] [video=true] [deterministic=false]
+  acx export ckpt=PATH [format=onnx|torchscript]   the deterministic policy, observation -> action
 
 Each command takes Hydra's own flags too: acx train --help, acx train --cfg job.
 """
@@ -123,7 +124,18 @@ def eval_app(cfg: DictConfig) -> float:
     return result["return_mean"]
 
 
-APPS = {"train": train_app, "eval": eval_app}
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+@report_user_errors
+def export_app(cfg: DictConfig) -> None:
+    """Hydra wrapper around export_checkpoint()."""
+    from acx.export import export_checkpoint
+
+    result = export_checkpoint(cfg)
+    print(f"acx: exported the deterministic policy of {result['checkpoint']} ({result['env_id']})")
+    print(f"acx: wrote {result['path']} and {Path(result['path']).with_name('policy.json')}")
+
+
+APPS = {"train": train_app, "eval": eval_app, "export": export_app}
 
 
 def check_group_options(args: list[str]) -> None:

@@ -309,6 +309,7 @@ class Eval(Schema):
     episodes: int = Field(ge=1)
     confirm_episodes: int | None = Field(0, ge=0, description="0 or null: off")
     deterministic: bool = True
+    video_every_steps: int | None = Field(None, ge=1, description="off")
 
 
 class Checkpoint(Schema):
@@ -370,6 +371,17 @@ class EvalConfig(Schema):
     video: bool = False
     seed: int = Field(ge=0)
     env_id: str | None = None
+    device: by_target(Device)
+    paths: Paths
+
+
+class ExportConfig(Schema):
+    """``conf/export.yaml`` once composed: ``acx export``'s arguments."""
+
+    task_name: str
+    run_name: str
+    ckpt: str
+    format: Literal["onnx", "torchscript"] = "onnx"
     device: by_target(Device)
     paths: Paths
 
@@ -528,6 +540,11 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
 def validate_eval_config(cfg: DictConfig) -> EvalConfig:
     """``acx eval``'s composed config checked against ``EvalConfig``."""
     return validate(EvalConfig, cfg)
+
+
+def validate_export_config(cfg: DictConfig) -> ExportConfig:
+    """``acx export``'s composed config checked against ``ExportConfig``."""
+    return validate(ExportConfig, cfg)
 
 
 def check_network_fits(network: Any, factory: Any) -> None:

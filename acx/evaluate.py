@@ -5,6 +5,7 @@ time, a confirmation over more episodes before a run counts as solved, and the b
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from acx.checkpoint import CheckpointWriter, RunState
 from acx.loggers import LoggerGroup
 from acx.networks import ActorCritic
+from acx.video import FrameRecorder, play_episodes, video_fps, write_video
 
 EVAL_SEED_OFFSET = 1_000_000  # eval episodes start from states the training envs never use
 
@@ -49,8 +51,12 @@ def is_finite_model(net: torch.nn.Module) -> bool:
 
 
 class Evaluator:
-    """Owns the eval envs, their seeds, the confirmation episodes and ``best.pt``; logs what it
-    measures to ``loggers``. ``wall()`` is the run's wall time so far."""
+    """Owns the eval envs, their seeds, the confirmation episodes, ``best.pt`` and the training videos;
+    logs what it measures to ``loggers``. ``wall()`` is the run's wall time so far.
+
+    ``video_every``: record one deterministic episode at the first evaluation after every that many
+    env steps (``eval.video_every_steps``), as ``video_dir/step_<env steps>.mp4``, also sent to the
+    loggers (W&B, TensorBoard); None: no videos."""
 
     def __init__(
         self,
@@ -63,11 +69,16 @@ class Evaluator:
         ckpts: CheckpointWriter,
         loggers: LoggerGroup,
         wall: Callable[[], float],
+        video_every: int | None = None,
+        video_dir: Path | None = None,
+        start_step: int = 0,
     ):
         self.factory, self.confirm_episodes, self.deterministic = factory, confirm_episodes, deterministic
         self.seed, self.device, self.ckpts, self.loggers, self.wall = seed, device, ckpts, loggers, wall
         self.envs = factory.make_vector(episodes, seed=seed + EVAL_SEED_OFFSET)
         self.last_step = -1
+        self.video_every, self.video_dir = video_every, video_dir
+        self.next_video = (start_step // video_every + 1) * video_every if video_every else None
 
     def _episodes(self, net: ActorCritic, envs: gym.vector.VectorEnv, seed: int) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_vector(net, envs, self.device, self.factory.env_actions, self.deterministic, seed)
@@ -87,7 +98,27 @@ class Evaluator:
         if p.eval_return > p.best_eval_return and is_finite_model(state.net):
             p.best_eval_return = p.eval_return
             self.ckpts.save("best", state, self.wall())
+        if self.next_video is not None and p.env_steps >= self.next_video:
+            self.next_video = (p.env_steps // self.video_every + 1) * self.video_every
+            self.record_video(state)
         return p.eval_return
+
+    def record_video(self, state: RunState) -> Path:
+        """One deterministic episode in a rendering env, to MP4 and to the loggers."""
+        p = state.progress
+        env = FrameRecorder(self.factory.make_single(render_mode="rgb_array"))
+        try:
+            seed = self.seed + 3 * EVAL_SEED_OFFSET + p.evals_done
+            returns, lengths = play_episodes(
+                state.net, env, 1, self.device, self.factory.env_actions, True, seed, capture=True
+            )
+            path = write_video(env.frames, self.video_dir / f"step_{p.env_steps:09d}.mp4", video_fps(self.factory, env))
+        finally:
+            env.close()
+        self.loggers.log({"eval/video_return": returns[0], "eval/video_length": float(lengths[0])}, p.env_steps,
+                         self.wall())  # fmt: skip
+        self.loggers.log_files("video", [path], p.env_steps)
+        return path
 
     def passes(self, state: RunState, stop) -> bool:
         """Evaluate; True when the stop rule is met and holds over ``confirm_episodes`` more episodes

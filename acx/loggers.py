@@ -83,6 +83,23 @@ class TensorBoardLogger:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, global_step=step)
 
+    def log_files(self, kind: str, paths: list[Path], step: int) -> None:
+        """``kind='video'``: each MP4 as an animated GIF under ``eval/video`` (TensorBoard's own video
+        format). Written here, not with ``SummaryWriter.add_video``, which needs moviepy 1.x's
+        ``moviepy.editor`` (gone in moviepy 2). Other kinds are not for TensorBoard."""
+        if kind != "video":
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from acx.video import gif_bytes, read_video
+
+        for path in paths:
+            frames, fps = read_video(path)
+            h, w = frames[0].shape[:2]
+            image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(frames, fps))
+            self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag="eval/video", image=image)]),
+                                                       global_step=step)  # fmt: skip
+
     def close(self) -> None:
         self.writer.close()
 

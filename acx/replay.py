@@ -11,47 +11,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from acx.build import build_env_factory, build_network
 from acx.checkpoint import check_fits_env, load_checkpoint, load_weights
 from acx.config import validate_eval_config
-from acx.networks import ActorCritic
-from acx.video import FrameRecorder, write_video
-
-
-@torch.inference_mode()
-def play_episodes(
-    net: ActorCritic,
-    env: gym.Env,
-    episodes: int,
-    device: torch.device,
-    env_actions=lambda a: a,
-    deterministic: bool = True,
-    seed: int | None = None,
-    capture: bool = False,
-) -> tuple[list[float], list[int]]:
-    """Play ``episodes`` episodes one after another in a single (possibly rendering) env."""
-    returns, lengths = [], []
-    net.eval()
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=None if seed is None else seed + ep)
-        if capture:
-            env.render()
-        total, steps, done = 0.0, 0, False
-        while not done:
-            action = net.action(torch.as_tensor(obs, device=device).unsqueeze(0), deterministic=deterministic)
-            obs, reward, terminated, truncated, _ = env.step(env_actions(action.cpu().numpy()[0]))
-            if capture:
-                env.render()
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(steps)
-    return returns, lengths
+from acx.video import FrameRecorder, play_episodes, video_fps, write_video
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
@@ -101,8 +67,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - start, 3),
     }
     if recorder is not None and recorder.frames:
-        fps = int(factory.spec.kwargs.get("render_fps", 0) or env.metadata.get("render_fps") or 30)
-        path = write_video(recorder.frames, out_dir / "video.mp4", fps)
+        path = write_video(recorder.frames, out_dir / "video.mp4", video_fps(factory, env))
         result["video"] = str(path)
         result["video_frames"] = len(recorder.frames)
     out_dir.mkdir(parents=True, exist_ok=True)

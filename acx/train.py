@@ -276,7 +276,7 @@ def open_run(
     loggers.loggers += build_loggers(cfg.get("logger"), out_dir, resolved)  # conf/logger: W&B, TensorBoard
     evaluator = Evaluator(
         factory, config.eval.episodes, config.eval.confirm_episodes or 0, config.eval.deterministic, config.seed,
-        device, ckpts, loggers, clock,
+        device, ckpts, loggers, clock, config.eval.video_every_steps, out_dir / "videos", state.progress.env_steps,
     )  # fmt: skip
     resources.callback(evaluator.close)
     updater = Updater(net, state.optimizers, instantiate(cfg.algo.loss), algo.max_grad_norm)

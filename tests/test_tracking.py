@@ -7,6 +7,7 @@ the network or a real W&B login."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -382,3 +383,49 @@ def test_update_diagnostics_are_taken_before_clipping_and_only_when_asked():
     assert stats["train/grad_norm"] > 1e-2
     assert stats["train/grad_l2"] == pytest.approx(stats["train/grad_norm"] / math.sqrt(n_params), rel=1e-4)
     envs.close()
+
+
+@pytest.mark.slow
+def test_training_videos_reach_the_run_folder_wandb_and_tensorboard(tmp_path):
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from acx.video import read_video
+
+    run_dir = tmp_path / "run"
+    args = ["train", "logger=[wandb,tensorboard]", "stop=budget", "total_steps=5000", "eval.every_steps=1000",
+            "eval.video_every_steps=2000", "eval.episodes=2", "progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    done = run_acx(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    # a video at the first evaluation after every 2,000 env steps
+    expected, due = [], 2000
+    for step in [r["env_step"] for r in rows if "eval/return_mean" in r]:
+        if step >= due:
+            expected.append(step)
+            due = (step // 2000 + 1) * 2000
+    videos = sorted((run_dir / "videos").glob("step_*.mp4"))
+    assert len(expected) == 2 and [int(v.stem.split("_")[1]) for v in videos] == expected
+    lengths = {r["env_step"]: r["eval/video_length"] for r in rows if "eval/video_length" in r}
+    read = [read_video(v) for v in videos]
+    frames = [len(f) for f, _ in read]
+    assert frames == [lengths[s] + 1 for s in expected]  # the reset frame and one per step
+    assert {fps for _, fps in read} == {50.0}  # CartPole's render_fps
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    images = events.Images("eval/video")
+    assert [e.step for e in images] == expected
+    for image, n in zip(images, frames, strict=True):
+        gif = Image.open(io.BytesIO(image.encoded_image_string))
+        durations = []
+        for i in range(gif.n_frames):  # identical consecutive frames are one GIF frame of longer duration
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+        assert gif.n_frames <= n and sum(durations) == pytest.approx(n * 20, abs=n)  # 20 ms a frame
+
+    (sync_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    history = [r["history"]["item"] for r in wandb_records(sync_dir, tmp_path) if r["type"] == "history"]
+    logged = [h for h in history if h.get("eval/video._type") == "video-file"]
+    assert [int(h["_step"]) for h in logged] == expected
+    assert [len(read_video(sync_dir / "files" / h["eval/video.path"])[0]) for h in logged] == frames

@@ -1,0 +1,146 @@
+"""``acx export``: a checkpoint's deterministic policy, observation -> action, as ONNX or TorchScript.
+
+The graph holds everything between the env's observation and the env's action, so a program that
+runs it needs nothing of acx: the cast of the observation (uint8 frames are scaled to [0, 1] inside
+the network), the network's policy path (no critic), then argmax for discrete actions, or the
+Gaussian mean (squashed into the box when the network was trained with ``mean_bound``) clipped to
+the action box. A JSON sidecar says what goes in and out, and where the policy came from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+import acx
+from acx.build import build_env_factory, build_network
+from acx.checkpoint import load_checkpoint, load_weights
+from acx.config import validate_export_config
+from acx.networks import ActorCritic
+
+FILES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
+
+
+class DeterministicPolicy(nn.Module):
+    """The acting half of an ActorCritic as one module: observation batch -> env action batch."""
+
+    def __init__(self, net: ActorCritic, action_space: gym.Space):
+        super().__init__()
+        self.encoder, self.head = net.actor_encoder, net.policy_head
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        if not self.discrete:
+            shape = (1, *action_space.shape)
+            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32).reshape(shape))
+            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32).reshape(shape))
+
+    def forward(self, observation: Tensor) -> Tensor:
+        if observation.dtype != torch.uint8:  # uint8 frames stay uint8: the CNN scales them itself
+            observation = observation.to(torch.float32)
+        out = self.head(self.encoder(observation))
+        if self.discrete:
+            return torch.argmax(out, dim=-1)
+        return torch.maximum(torch.minimum(out[0], self.high), self.low)  # the mean, clipped to the box
+
+
+def example_observations(space: gym.spaces.Box, n: int = 2) -> Tensor:
+    """A batch of observations of the right shape and dtype for tracing."""
+    dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
+    return torch.zeros((n, *space.shape), dtype=dtype)
+
+
+def export_policy(policy: DeterministicPolicy, space: gym.spaces.Box, fmt: str, path: Path) -> Path:
+    """Write ``policy`` as ONNX (batch size free) or as a traced TorchScript module."""
+    example = example_observations(space)
+    policy.eval().requires_grad_(False)  # a user's program gets plain tensors back, not autograd ones
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(policy, example, check_trace=False)
+        traced.save(str(path))
+        return path
+    # the exporter validates the whole graph; onnxscript and onnx come with acx's [export] extra
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # their progress lines would flood the console
+        logging.getLogger(name).setLevel(logging.ERROR)
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not the user's
+        program = torch.onnx.export(
+            policy,
+            (example,),
+            dynamo=True,
+            input_names=["observation"],
+            output_names=["action"],
+            dynamic_shapes={"observation": {0: batch}},
+            external_data=False,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+def sidecar(ckpt: dict[str, Any], factory, fmt: str, path: Path) -> dict[str, Any]:
+    """What the exported file takes and gives, and where it came from."""
+    meta = ckpt["meta"]
+    space = factory.observation_space
+    progress = meta.get("progress", {})
+    return {
+        "file": path.name,
+        "format": fmt,
+        "env_id": meta["env_id"],
+        "observation_space": meta["observation_space"],
+        "action_space": meta["action_space"],
+        "input": {
+            "name": "observation",
+            "dtype": str(np.dtype(space.dtype)) if space.dtype == np.uint8 else "float32",
+            "shape": ["batch", *space.shape],
+        },  # fmt: skip
+        "output": {
+            "name": "action",
+            "dtype": "int64" if isinstance(factory.action_space, gym.spaces.Discrete) else "float32",
+            "shape": ["batch", *(factory.action_space.shape or ())],
+        },
+        "checkpoint": ckpt["path"],
+        "checkpoint_kind": meta.get("kind"),
+        "env_steps": progress.get("env_steps"),
+        "eval_return": progress.get("eval_return"),
+        "best_eval_return": progress.get("best_eval_return"),
+        "acx_version": acx.__version__,
+    }
+
+
+def strict_json(value: Any) -> Any:
+    """Infinite bounds as the strings "inf"/"-inf" (JSON has no infinity; other languages read this file)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """``acx export``: rebuild the network from a checkpoint alone, write the policy and its sidecar."""
+    args = validate_export_config(cfg)
+    out_dir = Path(args.paths.output_dir)
+    device = instantiate(cfg.device)
+    ckpt = load_checkpoint(args.ckpt, map_location=device)
+    run_cfg = OmegaConf.create(ckpt["meta"]["config"])
+    factory = build_env_factory(run_cfg.env)
+    net = load_weights(build_network(run_cfg.network, factory, device), ckpt).cpu()
+    policy = DeterministicPolicy(net, factory.action_space)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = export_policy(policy, factory.observation_space, args.format, out_dir / FILES[args.format])
+    info = sidecar(ckpt, factory, args.format, path)
+    (out_dir / "policy.json").write_text(json.dumps(strict_json(info), indent=2, allow_nan=False))
+    return {**info, "path": str(path)}
