@@ -180,6 +180,8 @@ def resume_arguments(args: list[str]) -> list[str]:
 
         skip = ("resume=", "hydra.run.dir=", "paths.output_dir=")
         original = [o for o in (yaml.safe_load(overrides_file.read_text()) or []) if not o.startswith(skip)]
+        # runs made before the single optimizer's keys moved up (optimizer.all.lr -> optimizer.lr)
+        original = [re.sub(r"^(\+*)optimizer\.all\.", r"\1optimizer.", o) for o in original]
     from acx.runs import override_key
 
     given_keys = {override_key(a) for a in args}

@@ -228,3 +228,14 @@ def test_a_solved_run_resumed_with_a_bigger_budget_stays_solved(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     third = json.loads((run_dir / "summary.json").read_text())
     assert third["env_steps"] >= 60000 and third["solved_at_step"] == first["solved_at_step"]
+
+
+def test_a_run_made_with_optimizer_all_lr_still_resumes(tmp_path: Path):
+    """Runs from before the single optimizer's keys moved up saved `optimizer.all.lr=...` as an override."""
+    run_dir = tmp_path / "run"
+    assert run_acx("train", *FAULT, "total_steps=1000", "optimizer.lr=1e-3", f"hydra.run.dir={run_dir}").returncode == 0
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    overrides.write_text(overrides.read_text().replace("optimizer.lr=", "optimizer.all.lr="))
+    proc = run_acx("train", f"resume={run_dir}", "total_steps=2000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_checkpoint(run_dir)["meta"]["config"]["optimizer"]["lr"] == 1e-3
