@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from acx.checkpoint import check_fits_env, load_weights
 from acx.networks import ActorCritic
 from acx.optim import Optimizer
 
@@ -35,6 +37,17 @@ def build_network(network_cfg: Mapping[str, Any], factory, device: torch.device)
     """The network ``conf/network/*.yaml`` describes, for the factory's spaces, on ``device``."""
     net = instantiate(network_cfg, observation_space=factory.observation_space, action_space=factory.action_space)
     return net.to(device)
+
+
+def build_from_checkpoint(ckpt: dict[str, Any], device: torch.device, env_id: str | None = None):
+    """The env factory and the network with its weights, from a checkpoint's own config alone
+    (``env_id``: another env with the same spaces)."""
+    run_cfg = OmegaConf.create(ckpt["meta"]["config"])
+    if env_id:
+        run_cfg.env.id = env_id
+    factory = build_env_factory(run_cfg.env)
+    check_fits_env(ckpt, factory)
+    return factory, load_weights(build_network(run_cfg.network, factory, device), ckpt)
 
 
 def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, Optimizer]:

@@ -20,12 +20,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 import acx
-from acx.build import build_env_factory, build_network
-from acx.checkpoint import load_checkpoint, load_weights
+from acx.build import build_from_checkpoint
+from acx.checkpoint import load_checkpoint
 from acx.config import validate_export_config
 from acx.networks import ActorCritic
 
@@ -135,10 +135,8 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(args.paths.output_dir)
     device = instantiate(cfg.device)
     ckpt = load_checkpoint(args.ckpt, map_location=device)
-    run_cfg = OmegaConf.create(ckpt["meta"]["config"])
-    factory = build_env_factory(run_cfg.env)
-    net = load_weights(build_network(run_cfg.network, factory, device), ckpt).cpu()
-    policy = DeterministicPolicy(net, factory.action_space)
+    factory, net = build_from_checkpoint(ckpt, device)
+    policy = DeterministicPolicy(net.cpu(), factory.action_space)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = export_policy(policy, factory.observation_space, args.format, out_dir / FILES[args.format])
     info = sidecar(ckpt, factory, args.format, path)

@@ -12,10 +12,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from acx.build import build_env_factory, build_network
-from acx.checkpoint import check_fits_env, load_checkpoint, load_weights
+from acx.build import build_from_checkpoint
+from acx.checkpoint import load_checkpoint
 from acx.config import validate_eval_config
 from acx.video import FrameRecorder, play_episodes, video_fps, write_video
 
@@ -26,13 +26,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(args.paths.output_dir)
     device = instantiate(cfg.device)
     ckpt = load_checkpoint(args.ckpt, map_location=device)
-    run_cfg = OmegaConf.create(ckpt["meta"]["config"])
-    env_cfg = run_cfg.env
-    if args.env_id:
-        env_cfg.id = args.env_id
-    factory = build_env_factory(env_cfg)
-    check_fits_env(ckpt, factory)
-    net = load_weights(build_network(run_cfg.network, factory, device), ckpt)
+    factory, net = build_from_checkpoint(ckpt, device, args.env_id)
     want_window = args.render == "human"
     env = factory.make_single(render_mode="rgb_array" if (args.video or want_window) else None)
     recorder = None

@@ -12,10 +12,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from acx.build import build_env_factory, build_network
-from acx.checkpoint import load_checkpoint, load_weights
+from acx.build import build_from_checkpoint
+from acx.checkpoint import load_checkpoint
 from acx.export import DeterministicPolicy
 from acx.networks import mlp_actor_critic
 from tests.conftest import FAST, run_acx
@@ -74,8 +73,7 @@ def exported(tmp_path_factory, request):
         files[fmt] = root / fmt / ("policy.onnx" if fmt == "onnx" else "policy.pt")
         assert str(files[fmt]) in proc.stdout
     ckpt = load_checkpoint(root / "run")
-    factory = build_env_factory(OmegaConf.create(ckpt["meta"]["config"]).env)
-    net = load_weights(build_network(OmegaConf.create(ckpt["meta"]["config"]).network, factory, "cpu"), ckpt)
+    factory, net = build_from_checkpoint(ckpt, torch.device("cpu"))
     obs = observations(factory)
     with torch.no_grad():
         expected = factory.env_actions(net.action(torch.as_tensor(obs), deterministic=True).numpy())
