@@ -14,6 +14,7 @@ import torch
 from acx.checkpoint import CheckpointWriter, RunState
 from acx.loggers import LoggerGroup
 from acx.networks import ActorCritic
+from acx.record import Every
 from acx.video import FrameRecorder, play_episodes, video_fps, write_video
 
 EVAL_SEED_OFFSET = 1_000_000  # eval episodes start from states the training envs never use
@@ -77,8 +78,8 @@ class Evaluator:
         self.seed, self.device, self.ckpts, self.loggers, self.wall = seed, device, ckpts, loggers, wall
         self.envs = factory.make_vector(episodes, seed=seed + EVAL_SEED_OFFSET)
         self.last_step = -1
-        self.video_every, self.video_dir = video_every, video_dir
-        self.next_video = (start_step // video_every + 1) * video_every if video_every else None
+        self.videos = Every(video_every, start_step) if video_every else None
+        self.video_dir = video_dir
 
     def _episodes(self, net: ActorCritic, envs: gym.vector.VectorEnv, seed: int) -> tuple[np.ndarray, np.ndarray]:
         return evaluate_vector(net, envs, self.device, self.factory.env_actions, self.deterministic, seed)
@@ -98,8 +99,7 @@ class Evaluator:
         if p.eval_return > p.best_eval_return and is_finite_model(state.net):
             p.best_eval_return = p.eval_return
             self.ckpts.save("best", state, self.wall())
-        if self.next_video is not None and p.env_steps >= self.next_video:
-            self.next_video = (p.env_steps // self.video_every + 1) * self.video_every
+        if self.videos is not None and self.videos.due(p.env_steps):
             self.record_video(state)
         return p.eval_return
 

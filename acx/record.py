@@ -1,4 +1,5 @@
-"""What the loop records between log steps: the episodes that finished, steps/s, and the progress bar."""
+"""What the loop records between log steps (the episodes that finished, steps/s, the progress bar),
+and the cadences in env steps at which it evaluates, checkpoints and records videos."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from tqdm import tqdm
 
 from acx.checkpoint import Progress
 from acx.rollout import Rollout
+
+
+class Every:
+    """A cadence in env steps: due once each time the step count passes the next multiple."""
+
+    def __init__(self, every: int, start: int):
+        self.every, self.next = every, (start // every + 1) * every
+
+    def due(self, step: int) -> bool:
+        if step < self.next:
+            return False
+        self.next = (step // self.every + 1) * self.every
+        return True
 
 
 class MetricsWindow:

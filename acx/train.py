@@ -38,7 +38,7 @@ from acx.config import TrainConfig, check_network_fits, validate_train_config
 from acx.errors import ConfigError, NonFiniteError, OutputWriteError
 from acx.evaluate import Evaluator
 from acx.loggers import JsonlLogger, LoggerGroup, build_loggers
-from acx.record import MetricsWindow
+from acx.record import Every, MetricsWindow
 from acx.rollout import Rollout, RolloutCollector
 from acx.signals import Interrupted, StopSignals
 from acx.stopping import StopRule
@@ -111,19 +111,6 @@ def prepare(cfg: DictConfig, config: TrainConfig) -> tuple[Any, dict[str, Any] |
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     return factory, resume
-
-
-class Every:
-    """A cadence in env steps: due once each time the step count passes the next multiple."""
-
-    def __init__(self, every: int, start: int):
-        self.every, self.next = every, (start // every + 1) * every
-
-    def due(self, step: int) -> bool:
-        if step < self.next:
-            return False
-        self.next = (step // self.every + 1) * self.every
-        return True
 
 
 @dataclasses.dataclass
