@@ -411,7 +411,7 @@ def close_keys(key: str, candidates: list[str]) -> list[str]:
     return [c for r, c in scored[:3] if r >= max(0.6, best - 0.05)]
 
 
-def validate(model: type[BaseModel], cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> Any:
+def validate(model: type[BaseModel], cfg: DictConfig | Mapping[str, Any]) -> Any:
     """``cfg`` checked against ``model``; the first mistake raised as a one-line ConfigError."""
     try:
         data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -421,13 +421,13 @@ def validate(model: type[BaseModel], cfg: DictConfig | Mapping[str, Any], prefix
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(exc.errors()[0], model, data, prefix)) from None
+        raise ConfigError(describe(exc.errors()[0], model)) from None
 
 
-def describe(error: Mapping[str, Any], model: type[BaseModel], data: Any, prefix: str = "") -> str:
+def describe(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     """One line for one pydantic error: the key, what it must be, the value it got."""
     keys, field, siblings = _walk(model, error["loc"])
-    key = prefix + ".".join(keys)
+    key = ".".join(keys)
     kind, value = error["type"], error.get("input")
     if kind == "value_error":  # a rule of the model's own: its message names the key, or gets it here
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -441,7 +441,7 @@ def describe(error: Mapping[str, Any], model: type[BaseModel], data: Any, prefix
         return f"{key}: no such key{hint}"
     if kind == "missing":
         return f"{key}: required, and not set"
-    if kind in ("literal_error", "union_tag_invalid"):
+    if kind == "literal_error":
         choices = [str(c) for c in typing.get_args(_unwrap(field.annotation))] if field is not None else []
         choices = [c for c in choices if c != "None"]
         close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
@@ -537,16 +537,6 @@ def validate_train_config(cfg: DictConfig) -> TrainConfig:
     return validate(TrainConfig, cfg)
 
 
-def validate_eval_config(cfg: DictConfig) -> EvalConfig:
-    """``acx eval``'s composed config checked against ``EvalConfig``."""
-    return validate(EvalConfig, cfg)
-
-
-def validate_export_config(cfg: DictConfig) -> ExportConfig:
-    """``acx export``'s composed config checked against ``ExportConfig``."""
-    return validate(ExportConfig, cfg)
-
-
 def check_network_fits(network: Any, factory: Any) -> None:
     """The network config must suit the env's spaces (which only the built env factory knows)."""
     import gymnasium as gym
@@ -567,15 +557,10 @@ def check_network_fits(network: Any, factory: Any) -> None:
         if len(shape) != 1:
             raise ConfigError(f"network: network=mlp needs flat vector observations; {seen}: use network=cnn")
         if not isinstance(act, gym.spaces.Box):
-            changed = sorted(k for k in network.gaussian.model_fields_set if k in _gaussian_changes(network))
+            default = Gaussian()
+            changed = sorted(k for k in Gaussian.model_fields if getattr(network.gaussian, k) != getattr(default, k))
             if changed:
                 raise ConfigError(
                     f"network.gaussian.{changed[0]}: applies to continuous (Box) action spaces only; "
                     f"{factory.id} has {act}"
                 )
-
-
-def _gaussian_changes(network: MlpNetwork) -> set[str]:
-    """The Gaussian settings that differ from their defaults."""
-    default = Gaussian()
-    return {k for k in Gaussian.model_fields if getattr(network.gaussian, k) != getattr(default, k)}

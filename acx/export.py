@@ -26,7 +26,7 @@ from torch import Tensor, nn
 import acx
 from acx.build import build_from_checkpoint
 from acx.checkpoint import load_checkpoint
-from acx.config import validate_export_config
+from acx.config import ExportConfig, validate
 from acx.networks import ActorCritic
 
 FILES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
@@ -101,9 +101,9 @@ def sidecar(ckpt: dict[str, Any], factory, fmt: str, path: Path) -> dict[str, An
         "action_space": meta["action_space"],
         "input": {
             "name": "observation",
-            "dtype": str(np.dtype(space.dtype)) if space.dtype == np.uint8 else "float32",
+            "dtype": "uint8" if space.dtype == np.uint8 else "float32",
             "shape": ["batch", *space.shape],
-        },  # fmt: skip
+        },
         "output": {
             "name": "action",
             "dtype": "int64" if isinstance(factory.action_space, gym.spaces.Discrete) else "float32",
@@ -131,7 +131,7 @@ def strict_json(value: Any) -> Any:
 
 def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """``acx export``: rebuild the network from a checkpoint alone, write the policy and its sidecar."""
-    args = validate_export_config(cfg)
+    args: ExportConfig = validate(ExportConfig, cfg)
     out_dir = Path(args.paths.output_dir)
     device = instantiate(cfg.device)
     ckpt = load_checkpoint(args.ckpt, map_location=device)

@@ -151,8 +151,6 @@ class RMSprop(Optimizer):
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional (Nesterov) momentum and L2 ``weight_decay``."""
 
-    STATE = ()
-
     def __init__(
         self,
         params: Iterable[Tensor],

@@ -46,12 +46,12 @@ class MetricsWindow:
             file=sys.stderr,
         )
 
-    def add(self, rollout: Rollout, steps: int) -> None:
-        """A rollout's finished episodes and env steps."""
+    def add(self, rollout: Rollout, progress: Progress) -> None:
+        """A rollout's finished episodes; the bar moves to the run's env steps."""
         self.recent.extend(rollout.episode_returns)
         self.returns += rollout.episode_returns
         self.lengths += rollout.episode_lengths
-        self.bar.update(steps)
+        self.bar.update(progress.env_steps - self.bar.n)
 
     def due(self, updates: int) -> bool:
         """Whether update number ``updates`` gets a log row (and the costlier diagnostics)."""

@@ -16,13 +16,13 @@ from omegaconf import DictConfig
 
 from acx.build import build_from_checkpoint
 from acx.checkpoint import load_checkpoint
-from acx.config import validate_eval_config
+from acx.config import EvalConfig, validate
 from acx.video import FrameRecorder, play_episodes, video_fps, write_video
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """``acx eval``: rebuild env and network from a checkpoint alone, play, report, record."""
-    args = validate_eval_config(cfg)
+    args: EvalConfig = validate(EvalConfig, cfg)
     out_dir = Path(args.paths.output_dir)
     device = instantiate(cfg.device)
     ckpt = load_checkpoint(args.ckpt, map_location=device)

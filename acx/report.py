@@ -190,8 +190,6 @@ def optuna_trials_table(root: Path) -> str:
 def write_report(root: Path) -> Report:
     """Read every run at or below ``root``; write the table and the plot into ``root``."""
     root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"{root} is not a directory")
     runs = [load_run(p) for p in find_run_dirs(root)]
     if not runs:
         raise ConfigError(f"no runs under {root} (a run folder has metrics.jsonl or summary.json)")

@@ -177,7 +177,7 @@ class Run:
     def record(self, rollout: Rollout, stats: dict[str, Any]) -> None:
         """The rollout's episodes into the window; a log row every ``log.every_updates`` updates."""
         p = self.state.progress
-        self.window.add(rollout, rollout.num_transitions)
+        self.window.add(rollout, p)
         if self.window.due(p.updates):
             self.loggers.log(self.window.row(stats, p), p.env_steps, self.wall())
 
