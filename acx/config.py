@@ -78,7 +78,7 @@ class GymEnv(Schema):
     target: Literal["acx.envs.GymEnvFactory"] = Field(alias="_target_")
     id: str
     kwargs: dict[str, Any] = {}
-    vectorization: Literal["auto", "sync", "async", "vector_entry_point"] = "auto"
+    vectorization: Literal["auto", "sync", "async", "vector_entry_point", "envpool"] = "auto"
     max_episode_steps: int | None = Field(None, ge=1, description="null: the env's registered time limit")
     reward_threshold: float | None = None
 

@@ -2,11 +2,17 @@
 
 A factory is what ``conf/env/*.yaml`` instantiates. Other families (Atari) provide a factory with the
 same four members: ``spec_id``, ``observation_space``/``action_space``, ``make_vector`` and ``make_single``.
+
+``vectorization: envpool`` steps the classic-control envs in envpool's C++ vector env
+(:class:`EnvpoolVectorEnv`, the optional ``envpool`` extra); ``tests/test_envpool.py`` checks its
+observations, rewards and episode ends against Gymnasium's envs.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -26,6 +32,138 @@ def check_env_id(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownEnvError(f"env.id={env_id!r} is not a registered Gymnasium environment{hint}")
+
+
+def _cartpole_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    # Gymnasium's CartPole: the cart leaves [-2.4, 2.4] or the pole leans more than 12 degrees
+    return (np.abs(obs[:, 0]) > 2.4) | (np.abs(obs[:, 2]) > 12 * 2 * np.pi / 360)
+
+
+def _acrobot_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    return reward == 0.0  # Acrobot pays -1 on every step but the one that reaches the line
+
+
+def _mountain_car_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    return (obs[:, 0] >= 0.5) & (obs[:, 1] >= 0.0)  # at the flag (0.5) and not rolling back
+
+
+def _mountain_car_continuous_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    return reward > 50.0  # +100 at the flag, minus 0.1 * action**2 <= 0.1; -0.1 * action**2 <= 0 elsewhere
+
+
+# The ids envpool runs as Gymnasium does (tests/test_envpool.py), each with the test of its terminal
+# states: envpool reports an episode that ends on the time limit's last step as truncated only, and
+# Gymnasium's TimeLimit as terminated *and* truncated, so the adapter restores ``terminated`` there.
+ENVPOOL_IDS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "Acrobot-v1": _acrobot_terminated,
+    "CartPole-v0": _cartpole_terminated,
+    "CartPole-v1": _cartpole_terminated,
+    "MountainCar-v0": _mountain_car_terminated,
+    "MountainCarContinuous-v0": _mountain_car_continuous_terminated,
+}
+# Ids envpool has whose dynamics are not Gymnasium's
+ENVPOOL_DIFFERS = {
+    "Pendulum-v1": "envpool's Pendulum-v1 moves the angle by the unclipped speed when |thdot| reaches 8, "
+    "Gymnasium's by the clipped one",
+}
+ENVPOOL_THREADS = 1  # one C++ worker thread per pool: envs step in the calling process's core
+
+
+class EnvpoolVectorEnv(gym.vector.VectorEnv):
+    """envpool's C++ vector env behind Gymnasium's vector API, with Gymnasium's next-step autoreset.
+
+    - Autoreset: envpool's own is next-step: the step that ends an episode returns its real final
+      observation, the env's next step only resets it (its action ignored) and returns the start
+      observation with reward 0, terminated and truncated False -- enforced here as well.
+    - Seeding: envpool seeds each env once, when the pool is made (env i with ``seed + i``, as a
+      Gymnasium vector env's ``reset(seed=seed)`` seeds its sub-envs); its ``reset(seed=...)`` ignores
+      the seed. So ``reset(seed=s)`` here makes a new pool seeded with s (about 10 ms for 512 envs)
+      and the same s always gives the same start states; ``reset()`` resets all envs with their
+      generators going on. Start states come from envpool's generator, not NumPy's: a seed gives
+      other start states than Gymnasium's envs do for it.
+    - Time limit: ``max_episode_steps`` (Gymnasium's registered limit unless given). An episode that
+      terminates on the limit's last step is terminated and truncated, as under Gymnasium's TimeLimit.
+    - Observations are float32 arrays, rewards float32, ``info`` is envpool's (``elapsed_step``, ...).
+    """
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        single_observation_space: gym.Space,
+        single_action_space: gym.Space,
+        max_episode_steps: int,
+        num_threads: int = ENVPOOL_THREADS,
+    ):
+        import envpool  # ~1 s to import: only where a run asks for it
+
+        self._envpool = envpool
+        self.env_id, self.num_envs, self.num_threads = env_id, num_envs, num_threads
+        self.max_episode_steps = max_episode_steps
+        self._terminated = ENVPOOL_IDS[env_id]
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = gym.vector.utils.batch_space(single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(single_action_space, num_envs)
+        self._pool = None
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+
+    def _make_pool(self, seed: int | list[int] | None) -> None:
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        seeds = [int(s) % 2**31 for s in seed] if isinstance(seed, list | tuple) else None
+        if seeds is None:
+            seeds = [(int(seed) + i) % 2**31 for i in range(self.num_envs)]  # envpool takes int32 seeds
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs")
+        if self._pool is not None:
+            self._pool.close()
+        self._pool = self._envpool.make(
+            self.env_id,
+            env_type="gymnasium",
+            num_envs=self.num_envs,
+            seed=seeds,
+            num_threads=self.num_threads,
+            max_episode_steps=self.max_episode_steps,
+        )
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        if seed is not None or self._pool is None:
+            self._make_pool(seed)
+        obs, info = self._pool.reset()
+        self._autoreset[:] = False
+        return obs, info
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self._pool.step(np.asarray(actions))
+        if self._autoreset.any():  # envpool already returns these on its reset steps
+            reward[self._autoreset] = 0.0
+            terminated[self._autoreset] = False
+            truncated[self._autoreset] = False
+        if truncated.any():  # ended on the time limit's last step: terminated too if at a terminal state
+            cut = np.flatnonzero(truncated)
+            terminated[cut] |= self._terminated(obs[cut], reward[cut])
+        self._autoreset = terminated | truncated
+        return obs, reward, terminated, truncated, info
+
+    def close_extras(self, **kwargs) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def check_envpool(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Raise a one-line error unless envpool is installed and runs ``env_id`` as Gymnasium does."""
+    if env_id in ENVPOOL_DIFFERS:
+        raise ConfigError(f"env.vectorization=envpool cannot run {env_id}: {ENVPOOL_DIFFERS[env_id]}")
+    if env_id not in ENVPOOL_IDS:
+        raise ConfigError(f"env.vectorization=envpool cannot run {env_id!r}; it runs {', '.join(sorted(ENVPOOL_IDS))}")
+    if kwargs:
+        raise ConfigError(f"env.kwargs: envpool's {env_id} takes none (got {', '.join(sorted(kwargs))})")
+    if importlib.util.find_spec("envpool") is None:
+        raise ConfigError("env.vectorization=envpool needs the envpool package: pip install 'acx[envpool]'")
 
 
 class GymEnvFactory:
@@ -49,6 +187,8 @@ class GymEnvFactory:
         check_env_id(id)
         self.id = id
         self.kwargs = dict(kwargs or {})
+        if vectorization == "envpool":
+            check_envpool(id, self.kwargs)
         self.vectorization = vectorization
         self.max_episode_steps = max_episode_steps
         self.spec = gym.spec(id)
@@ -72,6 +212,17 @@ class GymEnvFactory:
     def make_vector(self, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
         """``num_envs`` copies in one vector env with next-step autoreset, reset with ``seed``."""
         mode = self._mode()
+        if mode == "envpool":
+            envs = EnvpoolVectorEnv(
+                self.id,
+                num_envs,
+                self.observation_space,
+                self.action_space,
+                self.max_episode_steps or self.episode_limit,
+            )
+            envs.reset(seed=seed)
+            envs.action_space.seed(seed)
+            return envs
         kwargs = dict(self.kwargs)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
