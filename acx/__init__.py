@@ -22,6 +22,9 @@ def sweep_name() -> str | None:
 # ${slug:ALE/Pong-v5} -> ALE-Pong-v5: env ids made safe for run-directory names
 OmegaConf.register_new_resolver("slug", lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "-", str(s)), replace=True)
 OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
+# ${seed_subdir:${hydra.sweeper.seed_index},${seed}} -> "" or "/seed_3": an Optuna trial's folder per seed,
+# when hydra.sweeper.seeds_per_trial > 1 (the sweeper sets seed_index only then)
+OmegaConf.register_new_resolver("seed_subdir", lambda i, seed: "" if i is None else f"/seed_{seed}", replace=True)
 # ${ale_id:space_invaders} -> ALE/SpaceInvaders-v5: an Atari game's Gymnasium id (conf/env/atari.yaml);
 # ale-py is imported only when an Atari config is resolved
 OmegaConf.register_new_resolver("ale_id", lambda game: importlib.import_module("acx.atari").id_from_game(game))

@@ -6,7 +6,9 @@ job reports its evaluations to the same study as it trains (``TrialReporter``), 
 it early. Storage is an RDB: a SQLite file in the sweep dir by default, any SQLAlchemy URL (PostgreSQL)
 to share one study between machines. Rerunning the same command resumes the study: trials that a
 killed run left RUNNING go stale after ``grace_period`` seconds without a heartbeat, are marked FAIL
-and queued again with the same parameters.
+and queued again with the same parameters. With ``seeds_per_trial`` = k, a trial is k jobs in one launch
+(seeds ``seed`` to ``seed + k - 1``) and its value is their ``aggregate``; only the first seed's job
+reports evaluations, so only it can prune the trial.
 """
 
 from __future__ import annotations
@@ -135,6 +137,53 @@ def trial_overrides(params: dict[str, Any], fixed: list[str], number: int) -> li
     return [*fixed, *(f"{k}={format_value(v)}" for k, v in params.items()), f"hydra.sweeper.trial_number={number}"]
 
 
+AGGREGATES = ("mean", "median", "iqm")
+
+
+def aggregate(values: list[float], how: str = "mean") -> float:
+    """A trial's value from its seeds' values: ``mean``, ``median`` or ``iqm`` (the interquartile mean:
+    the mean of the sorted values without the lowest and highest ``int(0.25 * n)``, as
+    ``scipy.stats.trim_mean(values, 0.25)``)."""
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("no values to aggregate")
+    n = len(xs)
+    if how == "mean":
+        return math.fsum(xs) / n
+    if how == "median":
+        return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    if how == "iqm":
+        cut = int(0.25 * n)
+        kept = xs[cut : n - cut]
+        return math.fsum(kept) / len(kept)
+    raise ConfigError(f"hydra.sweeper.aggregate={how}: expected one of {', '.join(AGGREGATES)}")
+
+
+def check_seeds(seeds_per_trial: Any, how: Any, space: dict[str, Any]) -> int:
+    """``hydra.sweeper.seeds_per_trial`` as an int >= 1, with a known ``aggregate`` and, for more than one
+    seed, no ``seed`` in the search space."""
+    if isinstance(seeds_per_trial, bool) or not isinstance(seeds_per_trial, int) or seeds_per_trial < 1:
+        raise ConfigError(f"hydra.sweeper.seeds_per_trial={seeds_per_trial}: expected an int >= 1")
+    if how not in AGGREGATES:
+        raise ConfigError(f"hydra.sweeper.aggregate={how}: expected one of {', '.join(AGGREGATES)}")
+    if seeds_per_trial > 1 and "seed" in space:
+        raise ConfigError(
+            f"seed cannot be both searched and per-trial (hydra.sweeper.seeds_per_trial={seeds_per_trial}): "
+            "drop seed from the search space, or set seeds_per_trial=1"
+        )
+    return seeds_per_trial
+
+
+def seed_jobs(params: dict[str, Any], fixed: list[str], number: int, seed: int, k: int) -> list[list[str]]:
+    """The overrides of a trial's ``k`` jobs: seeds ``seed + i`` with ``hydra.sweeper.seed_index=i``. One
+    seed is the one job of ``trial_overrides``, with the config's seed, as before seeds_per_trial."""
+    overrides = trial_overrides(params, fixed, number)
+    if k == 1:
+        return [overrides]
+    overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed"]  # ours replace a fixed seed=
+    return [[*overrides, f"seed={seed + i}", f"hydra.sweeper.seed_index={i}"] for i in range(k)]
+
+
 class Heartbeat:
     """Records a heartbeat for every trial in flight, from a thread, while the sweeper waits on its jobs."""
 
@@ -198,6 +247,8 @@ def trial_reporter(cfg: DictConfig) -> Callable[[int, float], None] | None:
     sweeper = hydra_cfg.sweeper
     number = sweeper.get("trial_number")
     if number is None or "study_name" not in sweeper:
+        return None
+    if sweeper.get("seed_index") not in (None, 0):  # seeds_per_trial > 1: only the first seed reports (and is pruned)
         return None
     url = storage_url(sweeper.get("storage"), hydra_cfg.sweep.dir)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():

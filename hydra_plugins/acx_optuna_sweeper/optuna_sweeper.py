@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class AcxOptunaSweeper(Sweeper):
-    """Ask Optuna for trials, launch them in batches of ``n_jobs``, tell Optuna how they ended."""
+    """Ask Optuna for trials, launch them in batches of ``n_jobs`` (``seeds_per_trial`` jobs each), tell
+    Optuna how they ended."""
 
     def __init__(
         self,
@@ -36,6 +37,9 @@ class AcxOptunaSweeper(Sweeper):
         grace_period: int = 120,
         max_retry: int | None = 3,
         trial_number: int | None = None,
+        seeds_per_trial: int = 1,
+        aggregate: str = "mean",
+        seed_index: int | None = None,
     ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
@@ -45,6 +49,7 @@ class AcxOptunaSweeper(Sweeper):
             OmegaConf.to_container(enqueue_trials) if OmegaConf.is_config(enqueue_trials) else enqueue_trials
         )
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
+        self.seeds_per_trial, self.aggregate = seeds_per_trial, aggregate  # checked in sweep(): one-line errors
         self.config: DictConfig | None = None
         self.launcher = None
         self.job_idx = 0
@@ -65,13 +70,27 @@ class AcxOptunaSweeper(Sweeper):
         from optuna.trial import TrialState
         from sqlalchemy.engine import make_url
 
-        from acx.tuning import FINISHED, Heartbeat, make_storage, requeue, search_space, storage_url, trial_overrides
+        from acx.tuning import (
+            FINISHED,
+            Heartbeat,
+            check_seeds,
+            make_storage,
+            requeue,
+            search_space,
+            seed_jobs,
+            storage_url,
+        )
 
         assert self.config is not None and self.launcher is not None
         # heartbeats and fail_stale_trials are marked experimental, and meant for study.optimize(); this
         # sweeper runs them itself around ask/tell
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        space, fixed = search_space(self.params, arguments)
+        if not space:
+            raise ConfigError("hydra.sweeper.params names no key to search (use choice(), range() or interval())")
+        per_trial = check_seeds(self.seeds_per_trial, self.aggregate, space)
+        seed = int(self.config.get("seed", 0) or 0)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         url = storage_url(self.storage, sweep_dir)
@@ -80,9 +99,6 @@ class AcxOptunaSweeper(Sweeper):
             study_name=self.study_name, storage=storage, sampler=self.sampler, pruner=self.pruner,
             direction=self.direction, load_if_exists=True,
         )  # fmt: skip
-        space, fixed = search_space(self.params, arguments)
-        if not space:
-            raise ConfigError("hydra.sweeper.params names no key to search (use choice(), range() or interval())")
         if not study.trials:
             for params in self.enqueue_trials or []:  # e.g. today's defaults, so the search starts from them
                 study.enqueue_trial(dict(params), skip_if_exists=True)
@@ -90,6 +106,8 @@ class AcxOptunaSweeper(Sweeper):
         where = make_url(url).render_as_string(hide_password=True)
         log.info(f"Optuna study '{self.study_name}' ({where}): {done} of {self.n_trials} trials done")
         log.info(f"search space: {', '.join(f'{k}: {d}' for k, d in space.items())}")
+        if per_trial > 1:
+            log.info(f"{per_trial} seeds per trial ({seed} to {seed + per_trial - 1}), value: their {self.aggregate}")
         study_id = storage.get_study_id_from_name(self.study_name)
         heartbeat = Heartbeat(storage, self.heartbeat_interval)
         in_flight: list[Any] = []
@@ -109,13 +127,14 @@ class AcxOptunaSweeper(Sweeper):
                 in_flight = [study.ask(space) for _ in range(room)]
                 for trial in in_flight:
                     heartbeat.add(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
-                batch = [trial_overrides(t.params, fixed, t.number) for t in in_flight]
+                # seeds_per_trial jobs per trial, in one launch: a parallel launcher runs the seeds together
+                batch = [jobs for t in in_flight for jobs in seed_jobs(t.params, fixed, t.number, seed, per_trial)]
                 self.validate_batch_is_legal(batch)
-                returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+                returns = list(self.launcher.launch(batch, initial_job_idx=self.job_idx))
                 self.job_idx += len(batch)
                 errors = []
-                for trial, ret in zip(in_flight, returns, strict=True):
-                    value, error = self._tell(study, trial, ret)
+                for i, trial in enumerate(in_flight):
+                    value, error = self._tell(study, trial, returns[i * per_trial : (i + 1) * per_trial], seed)
                     results.append(value)
                     errors += [error] if error is not None else []
                     heartbeat.discard(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
@@ -135,24 +154,35 @@ class AcxOptunaSweeper(Sweeper):
         self._write_results(study, sweep_dir, url)
         return results
 
-    def _tell(self, study: Any, trial: Any, ret: Any) -> tuple[float | None, BaseException | None]:
-        """Tell Optuna how a trial's job ended: its value, pruned, or failed (with the error)."""
+    def _tell(self, study: Any, trial: Any, rets: list[Any], seed: int) -> tuple[float | None, BaseException | None]:
+        """Tell Optuna how a trial's jobs (one per seed) ended: the aggregate of their values, pruned when
+        a job was pruned, or failed (with the first error) when a job raised."""
         import optuna
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        if ret.status == JobStatus.COMPLETED:
-            value = float(ret.return_value)
+        from acx.tuning import aggregate
+
+        errors = [ret._return_value for ret in rets if ret.status != JobStatus.COMPLETED]
+        if not errors:
+            values = [float(ret.return_value) for ret in rets]
+            value = aggregate(values, self.aggregate)
+            if len(rets) == 1:
+                study.tell(trial, value)
+                log.info(f"trial {trial.number}: {value:.2f} {trial.params}")
+                return value, None
+            trial.set_user_attr("seed_values", values)  # a running trial's attrs, before the tell
             study.tell(trial, value)
-            log.info(f"trial {trial.number}: {value:.2f} {trial.params}")
+            seeds = ", ".join(f"s{seed + i}: {v:.2f}" for i, v in enumerate(values))
+            log.info(f"trial {trial.number}: {value:.2f} ({self.aggregate} of {seeds}) {trial.params}")
             return value, None
-        error = ret._return_value
-        if isinstance(error, optuna.TrialPruned):
+        failed = [e for e in errors if not isinstance(e, optuna.TrialPruned)]
+        if not failed:
             study.tell(trial, state=TrialState.PRUNED)
-            log.info(f"trial {trial.number}: pruned ({error}) {trial.params}")
+            log.info(f"trial {trial.number}: pruned ({errors[0]}) {trial.params}")
             return None, None
         study.tell(trial, state=TrialState.FAIL)
-        return None, error
+        return None, failed[0]
 
     def _write_results(self, study: Any, sweep_dir: Path, url: str) -> None:
         from optuna.trial import TrialState
@@ -165,6 +195,7 @@ class AcxOptunaSweeper(Sweeper):
 
         where = make_url(url).render_as_string(hide_password=True)
         results: dict[str, Any] = {"study_name": self.study_name, "storage": where, "trials": states}
+        results.update(seeds_per_trial=int(self.seeds_per_trial), aggregate=self.aggregate)
         completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
         if completed:
             best = study.best_trial
