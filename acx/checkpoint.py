@@ -18,6 +18,7 @@ import os
 import random
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class RunState:
     net: torch.nn.Module
     optimizers: dict[str, Optimizer]  # acx.optim (or torch.optim) optimizers by group
     progress: Progress
+    rng: Callable[[], dict[str, Any]] | None = None  # the RNG states to save, when not the process's
 
 
 def rng_state() -> dict[str, Any]:
@@ -229,12 +231,14 @@ class CheckpointWriter:
         self.last_saved = last_saved  # the newest whole checkpoint: named when a run fails
 
     def save(self, name: str, state: RunState, wall_seconds: float) -> Path:
-        """``name``: 'best', 'final' or 'step_<env steps>'; ``wall_seconds``: the run's wall time so far."""
+        """``name``: 'best', 'final' or 'step_<env steps>'; ``wall_seconds``: the run's wall time so far.
+        The RNG states saved are the process's, or ``state.rng()`` when the state has RNGs of its own
+        (a population member)."""
         progress = dataclasses.replace(state.progress, wall_seconds=wall_seconds)
         payload = {
             "model": state.net.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in state.optimizers.items()},
-            "rng": rng_state(),
+            "rng": state.rng() if state.rng is not None else rng_state(),
             "meta": {**self.static, "progress": dataclasses.asdict(progress), "kind": name.split("_")[0]},
         }
         path = save_checkpoint(self.folder / f"{name}.pt", payload)

@@ -87,11 +87,19 @@ class Evaluator:
     def evaluate(self, state: RunState) -> float:
         """One evaluation from fresh start states (the same few would be passed by luck sooner or
         later); saves ``best.pt`` when it beats every earlier one. Returns the mean return."""
-        p = state.progress
+        seed = self.next_seed(state.progress)
+        return self.record(state, *self._episodes(state.net, self.envs, seed))
+
+    def next_seed(self, p) -> int:
+        """The reset seed of the next evaluation's envs (new start states each time); counts it."""
         seed = self.seed + EVAL_SEED_OFFSET + p.evals_done * 1000
         p.evals_done += 1
         self.last_step = p.env_steps
-        returns, lengths = self._episodes(state.net, self.envs, seed)
+        return seed
+
+    def record(self, state: RunState, returns: np.ndarray, lengths: np.ndarray) -> float:
+        """An evaluation's episodes: logged, ``best.pt`` when it is the best yet, the video when due."""
+        p = state.progress
         p.eval_return = float(returns.mean())
         metrics = {"eval/return_mean": p.eval_return, "eval/return_std": float(returns.std())}
         metrics["eval/length_mean"] = float(lengths.mean())
@@ -123,18 +131,29 @@ class Evaluator:
     def passes(self, state: RunState, stop) -> bool:
         """Evaluate; True when the stop rule is met and holds over ``confirm_episodes`` more episodes
         from new start states (a 10-episode mean is a noisy solve test)."""
-        if not stop.observe_eval(self.evaluate(state)):
+        return self.confirm(state, stop, self.evaluate(state))
+
+    def confirm(self, state: RunState, stop, eval_return: float) -> bool:
+        """Whether an evaluation's mean return meets the stop rule, and holds over the confirmation episodes."""
+        if not stop.observe_eval(eval_return):
             return False
         if self.confirm_episodes <= 0:
             return True
-        p = state.progress
         envs = self.factory.make_vector(self.confirm_episodes)
         try:
-            returns, _ = self._episodes(state.net, envs, self.seed + 2 * EVAL_SEED_OFFSET + p.evals_done * 1000)
+            returns, _ = self._episodes(state.net, envs, self.confirm_seed(state.progress))
         finally:
             envs.close()
+        return self.confirmed(state, stop, returns)
+
+    def confirm_seed(self, p) -> int:
+        """The reset seed of the confirmation episodes of the evaluation just done."""
+        return self.seed + 2 * EVAL_SEED_OFFSET + p.evals_done * 1000
+
+    def confirmed(self, state: RunState, stop, returns: np.ndarray) -> bool:
+        """The confirmation episodes' returns, logged; whether their mean still meets the stop rule."""
         mean = float(returns.mean())
-        self.loggers.log({"eval/confirm_return_mean": mean}, p.env_steps, self.wall())
+        self.loggers.log({"eval/confirm_return_mean": mean}, state.progress.env_steps, self.wall())
         return stop.observe_eval(mean)
 
     def close(self) -> None:

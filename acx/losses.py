@@ -9,16 +9,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of x over the True entries of mask."""
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
+    """Mean of x over the True entries of mask, along the last dim: a (B,) batch gives a scalar, a
+    population's (P, B) batches give one mean per member."""
+    return (x * mask).sum(-1, keepdim=keepdim) / mask.sum(-1, keepdim=keepdim).clamp(min=1)
 
 
 def normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / (std + eps) over the masked entries (unbiased std, as torch.std)."""
-    n = mask.sum().clamp(min=2)
-    mean = (x * mask).sum() / mask.sum().clamp(min=1)
-    var = (((x - mean) * mask) ** 2).sum() / (n - 1)
+    """(x - mean) / (std + eps) over the masked entries of the last dim (unbiased std, as torch.std)."""
+    n = mask.sum(-1, keepdim=True).clamp(min=2)
+    mean = masked_mean(x, mask, keepdim=True)
+    var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / (n - 1)
     return (x - mean) / (var.sqrt() + eps)
 
 
@@ -57,12 +58,13 @@ class ActorCriticLoss:
         return advantages, returns
 
     def _reduce(self, x: Tensor, mask: Tensor) -> Tensor:
-        return (x * mask).sum() if self.reduction == "sum" else masked_mean(x, mask)
+        return (x * mask).sum(-1) if self.reduction == "sum" else masked_mean(x, mask)
 
     def __call__(
         self, log_probs: Tensor, entropy: Tensor, values: Tensor, advantages: Tensor, returns: Tensor, mask: Tensor
     ) -> dict[str, Tensor]:
-        """Loss terms for flat (B,) tensors; ``advantages``/``returns`` carry no gradient."""
+        """Loss terms for flat (B,) tensors, or per member for a population's (P, B) tensors (then the
+        coefficients may be (P,) tensors); ``advantages``/``returns`` carry no gradient."""
         mask = mask.float()
         advantages, returns = advantages.detach(), returns.detach()
         policy = self._reduce(-log_probs * advantages, mask)

@@ -9,6 +9,9 @@ Each step is the same foreach kernels, in the same order, as torch.optim's forea
 settings, so the numbers are torch's bit for bit (``tests/test_optim.py`` checks this against
 torch.optim). The state dicts have torch.optim's layout and state names, so a checkpoint written
 with torch.optim loads here. Each optimizer keeps one parameter group, as acx builds them.
+
+A population (``acx.population``) stacks its members' parameters along dim 0 and gives ``lr`` as a
+list, one per member: the step is then scaled per member (``_per_member``), the rest is unchanged.
 """
 
 from __future__ import annotations
@@ -78,6 +81,12 @@ class Optimizer:
                 }
 
 
+def _per_member(scales: list[float], params: list[Tensor]) -> list[Tensor]:
+    """One (P, 1, ..., 1) tensor per stacked parameter: member k's scale along dim 0."""
+    column = torch.tensor(scales, dtype=params[0].dtype, device=params[0].device)
+    return [column.view(-1, *[1] * (p.dim() - 1)) for p in params]
+
+
 def _count_step(steps: list[Tensor]) -> None:
     torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
 
@@ -112,11 +121,16 @@ class Adam(Optimizer):
         torch._foreach_mul_(exp_avg_sqs, beta2)  # v = beta2 v + (1 - beta2) g^2
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
         steps = [s.item() for s in state["step"]]
-        step_size = [(lr / (1 - beta1**t)) * -1 for t in steps]
+        step_size = [(lr / (1 - beta1**t)) * -1 for t in steps] if not isinstance(lr, list) else None
         bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in steps]
         denom = torch._foreach_sqrt(exp_avg_sqs)  # sqrt(v / (1 - beta2^t)) + eps
         torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, eps)
+        if isinstance(lr, list):  # a population: member k's lr; its members have taken the same steps
+            ratio = torch._foreach_div(exp_avgs, denom)
+            torch._foreach_mul_(ratio, _per_member([-(lr_k / (1 - beta1 ** steps[0])) for lr_k in lr], params))
+            torch._foreach_add_(params, ratio)
+            return
         torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)  # p -= lr / (1 - beta1^t) m / denom
 
 
@@ -145,6 +159,11 @@ class RMSprop(Optimizer):
         torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - alpha)
         avg = torch._foreach_sqrt(square_avgs)
         torch._foreach_add_(avg, eps)
+        if isinstance(lr, list):  # a population: member k's lr
+            ratio = torch._foreach_div(grads, avg)
+            torch._foreach_mul_(ratio, _per_member([-lr_k for lr_k in lr], params))
+            torch._foreach_add_(params, ratio)
+            return
         torch._foreach_addcdiv_(params, grads, avg, value=-lr)  # p -= lr g / (sqrt(s) + eps)
 
 
@@ -189,4 +208,7 @@ class SGD(Optimizer):
                 torch._foreach_add_(grads, bufs, alpha=momentum)
             else:
                 grads = bufs
+        if isinstance(lr, list):  # a population: member k's lr
+            torch._foreach_add_(params, torch._foreach_mul(grads, _per_member([-lr_k for lr_k in lr], params)))
+            return
         torch._foreach_add_(params, grads, alpha=-lr)  # p -= lr g

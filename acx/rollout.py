@@ -45,6 +45,7 @@ class Rollout:
     next_values: Tensor
     episode_returns: list[float]
     episode_lengths: list[int]
+    episode_envs: list[int]  # the env index of each finished episode (a population's env i is member i // N)
 
     @property
     def num_transitions(self) -> int:
@@ -106,6 +107,7 @@ class RolloutCollector:
         """Step the envs until the schedule says stop; return the rollout and finished episodes."""
         returns: list[float] = []
         lengths: list[int] = []
+        finished: list[int] = []
         t = 0
         while True:
             if t == self.capacity:
@@ -131,6 +133,7 @@ class RolloutCollector:
                 for i in np.flatnonzero(done & valid):
                     returns.append(float(self.ep_return[i]))
                     lengths.append(int(self.ep_length[i]))
+                    finished.append(int(i))
                 self.ep_return[done] = 0.0
                 self.ep_length[done] = 0
             self.autoreset = done
@@ -154,4 +157,17 @@ class RolloutCollector:
             next_values=self.buf_values[1 : t + 1],
             episode_returns=returns,
             episode_lengths=lengths,
+            episode_envs=finished,
         )
+
+    def keep_envs(self, index: np.ndarray, envs) -> None:
+        """Go on with only the envs at ``index`` of the old ones, now stepped as ``envs`` (a population
+        drops the envs of members that stopped); their episodes continue where they were."""
+        self.envs, self.num_envs = envs, len(index)
+        self.obs = self.obs[index]
+        self.autoreset, self.ep_return, self.ep_length = (
+            self.autoreset[index],
+            self.ep_return[index],
+            self.ep_length[index],
+        )
+        self._alloc(self.capacity)

@@ -126,22 +126,23 @@ class Clock:
 
 @dataclasses.dataclass
 class Run:
-    """A training run's parts, built by ``open_run``; the loop in ``train`` steps them."""
+    """A training run's parts, built by ``open_run``; the loop in ``train`` steps them. A population
+    member (``acx.population``) has the recording parts only: the population collects and learns."""
 
     cfg: TrainConfig
     factory: Any
     state: RunState
-    collector: RolloutCollector
-    estimator: Callable[..., tuple[Tensor, Tensor]]
-    updater: Updater
-    lr_schedule: Callable[[float], float] | None
     stop: StopRule
     loggers: LoggerGroup
     ckpts: CheckpointWriter
     evaluator: Evaluator
     window: MetricsWindow
-    signals: StopSignals
     wall: Clock
+    collector: RolloutCollector | None = None
+    estimator: Callable[..., tuple[Tensor, Tensor]] | None = None
+    updater: Updater | None = None
+    lr_schedule: Callable[[float], float] | None = None
+    signals: StopSignals | None = None
     startup_seconds: float | None = None
     setup_seconds: float = 0.0
 
@@ -189,8 +190,9 @@ class Run:
         print(f"acx: interrupted at env step {step:,}; resume with: acx train resume={out_dir}")
         raise Interrupted(self.signals.received, str(path))
 
-    def finish(self, final: Path) -> dict[str, Any]:
-        """Write ``summary.json``, print the run's last line, return the summary."""
+    def finish(self, final: Path | None, error: str | None = None) -> dict[str, Any]:
+        """Write ``summary.json``, print the run's last line, return the summary. ``error``: why a
+        population member stopped without a final checkpoint (a non-finite loss: exit 3 for a single run)."""
         p, cfg = self.state.progress, self.cfg
         confirm = (cfg.eval.confirm_episodes or 0) if self.stop.name == "eval_threshold" else 0
         summary = {
@@ -208,11 +210,15 @@ class Run:
             "startup_seconds": round(self.startup_seconds, 3) if self.startup_seconds is not None else None,
             "best_eval_return": p.best_eval_return,
             "final_eval_return": p.eval_return,
-            "checkpoint": str(final),
+            "checkpoint": str(final or self.ckpts.last_saved or ""),
         }
+        if error is not None:
+            summary["error"] = error
         (Path(cfg.paths.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-        where = f"in {summary['wall_seconds']:.1f} s; checkpoint: {final}"
-        if p.solved_at_step is not None:
+        where = f"in {summary['wall_seconds']:.1f} s; checkpoint: {summary['checkpoint'] or 'none'}"
+        if error is not None:
+            print(f"acx: {cfg.paths.output_dir}: {error}")
+        elif p.solved_at_step is not None:
             print(
                 f"acx: solved {self.factory.id} at env step {p.solved_at_step:,} ({summary['stop_rule']}; "
                 f"final eval {p.eval_return:.1f}) {where}"
@@ -236,7 +242,6 @@ def open_run(
     """Build everything the config names, in the order the RNGs expect; each resource is registered
     with ``resources`` as soon as it exists, so an error while building closes what was built."""
     device = instantiate(cfg.device)
-    out_dir = Path(config.paths.output_dir)
     algo = config.algo
     # a resumed run restarts its envs on fresh episodes, seeded by where it stopped
     start_step = resume["meta"]["progress"]["env_steps"] if resume else 0
@@ -246,6 +251,30 @@ def open_run(
     state = RunState(net, build_optimizers(cfg.optimizer, net), Progress())
     if resume:
         restore(state, resume)
+    run = open_records(cfg, config, factory, state, device, resources, started, resume)
+    run.collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
+    run.estimator = build_estimator(cfg.algo.advantage)
+    run.updater = Updater(net, state.optimizers, instantiate(cfg.algo.loss), algo.max_grad_norm)
+    # conf/lr_schedule: a multiplier of the optimizers' lr as a function of the fraction of total_steps done
+    run.lr_schedule = instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None
+    run.signals = resources.enter_context(StopSignals())
+    return run
+
+
+def open_records(
+    cfg: DictConfig,
+    config: TrainConfig,
+    factory,
+    state: RunState,
+    device,
+    resources: contextlib.ExitStack,
+    started: float,
+    resume: dict[str, Any] | None = None,
+    show_bar: bool | None = None,
+) -> Run:
+    """A run's recording parts for ``state``: checkpoints, loggers, the evaluator, the stop rule and
+    the metrics window (what a single run and a population member each have of their own)."""
+    out_dir = Path(config.paths.output_dir)
     clock = Clock(state, started)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     static = {
@@ -266,18 +295,11 @@ def open_run(
         device, ckpts, loggers, clock, config.eval.video_every_steps, out_dir / "videos", state.progress.env_steps,
     )  # fmt: skip
     resources.callback(evaluator.close)
-    updater = Updater(net, state.optimizers, instantiate(cfg.algo.loss), algo.max_grad_norm)
-    # conf/lr_schedule: a multiplier of the optimizers' lr as a function of the fraction of total_steps done
-    lr_schedule = instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None
-    collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
     stop = instantiate(cfg.stop, default_threshold=factory.reward_threshold)
-    window = MetricsWindow(state.progress, config.total_steps, config.log.every_updates, config.progress)
+    show_bar = config.progress if show_bar is None else show_bar
+    window = MetricsWindow(state.progress, config.total_steps, config.log.every_updates, show_bar)
     resources.callback(window.close)
-    signals = resources.enter_context(StopSignals())
-    return Run(
-        config, factory, state, collector, build_estimator(cfg.algo.advantage), updater, lr_schedule, stop,
-        loggers, ckpts, evaluator, window, signals, clock,
-    )  # fmt: skip
+    return Run(config, factory, state, stop, loggers, ckpts, evaluator, window, clock)
 
 
 def write_failure(exc: OSError, run: Run | None, out_dir: Path) -> OutputWriteError:

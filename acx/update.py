@@ -42,8 +42,8 @@ class LinearLR:
 
 
 def masked_var(x: Tensor, mask: Tensor) -> Tensor:
-    """Population variance of x over the True entries of mask."""
-    return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+    """Variance (biased) of x over the True entries of mask, along the last dim."""
+    return masked_mean((x - masked_mean(x, mask, keepdim=True)) ** 2, mask)
 
 
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
