@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help venv train test test-fast lint format bench clean
+.PHONY: help venv train test test-fast lint format bench bench-population clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ $(SB3_VENV)/.installed:
 
 bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/benchmarks.md and .png (ARGS=--quick)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/compare.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
+	$(MAKE) bench-population
+
+bench-population: venv ## 64 CartPole seeds: population launcher vs joblib; writes docs/population.md
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/population.py
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

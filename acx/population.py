@@ -810,19 +810,14 @@ def plan_groups(keys: Sequence[str], max_members: int, n_jobs: int) -> list[list
 def run_group(cfgs: Sequence[dict], hydra_cfgs: Sequence[dict | None], position: int = 0) -> list[Any]:
     """One population, as the launcher runs it (in its own process or in the launcher's): resolved
     job configs, and each job's Hydra config, for the Optuna trial it reports to (if any)."""
-    from hydra.core.hydra_config import HydraConfig
-
     member_cfgs = [OmegaConf.create(c) for c in cfgs]
     on_evals = []
     for cfg, hydra_cfg in zip(member_cfgs, hydra_cfgs, strict=True):
+        node = OmegaConf.create(hydra_cfg).hydra if hydra_cfg is not None else None
         reporter = None
-        if (
-            hydra_cfg is not None
-            and OmegaConf.select(OmegaConf.create(hydra_cfg), "hydra.sweeper.trial_number") is not None
-        ):
+        if node is not None and node.sweeper.get("trial_number") is not None:  # a trial of hydra/sweeper=acx_optuna
             from acx.tuning import trial_reporter
 
-            HydraConfig.instance().set_config(OmegaConf.create(hydra_cfg))
-            reporter = trial_reporter(cfg)
+            reporter = trial_reporter(cfg, node)
         on_evals.append(reporter)
     return train_population(member_cfgs, on_evals, position)

@@ -236,14 +236,16 @@ class TrialReporter:
             )
 
 
-def trial_reporter(cfg: DictConfig) -> Callable[[int, float], None] | None:
-    """The reporter of this job's trial when it runs inside an acx Optuna search, else None."""
+def trial_reporter(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> Callable[[int, float], None] | None:
+    """The reporter of this job's trial when it runs inside an acx Optuna search, else None.
+    ``hydra_cfg``: the job's ``hydra`` node (a population member's); default: this process's."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
+    if hydra_cfg is None:
+        if not HydraConfig.initialized():
+            return None
+        hydra_cfg = HydraConfig.get()
     sweeper = hydra_cfg.sweeper
     number = sweeper.get("trial_number")
     if number is None or "study_name" not in sweeper:

@@ -202,3 +202,24 @@ def test_population_launcher_folders_eval_resume_and_report(tmp_path: Path):
     assert resumed["env_steps"] >= 6000 and resumed["seed"] == 1
     steps = [json.loads(line)["env_step"] for line in (folders[2] / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+@pytest.mark.slow
+def test_optuna_batch_trains_as_one_population_with_pruning_per_member(tmp_path: Path):
+    """hparams_search with hydra/launcher=population: a batch of 4 trials; a pruner that prunes every
+    trial below 1e9 prunes each member at its own first evaluation, and the study records it."""
+    import optuna
+
+    sweep = tmp_path / "study"
+    proc = run_acx(
+        "train", "-m", "hparams_search=cartpole_nstep", "hydra/launcher=population", "hydra.launcher.n_jobs=1",
+        "hydra.sweeper.n_jobs=4", "hydra.sweeper.n_trials=4", "algo.n_steps=5", "algo.num_envs=8",
+        "+hydra.sweeper.pruner.lower=1e9", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~hydra.sweeper.pruner.n_startup_trials", "~hydra.sweeper.pruner.n_warmup_steps",
+        *FAST, "total_steps=5000", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 jobs in 1 populations (4 members)" in proc.stdout
+    study = optuna.load_study(study_name="cartpole_nstep", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["PRUNED"] * 4
+    assert all(list(t.intermediate_values) == [1000] for t in study.trials)  # each pruned at its first eval
