@@ -16,6 +16,7 @@ import copy
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -135,6 +136,7 @@ class PopulationLauncher(Launcher):
         from acx.errors import AcxError
         from acx.population import group_key, plan_groups, run_group, why_alone
         from acx.runs import objective_value
+        from acx.signals import Interrupted
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         setup_globals()
@@ -165,15 +167,18 @@ class PopulationLauncher(Launcher):
             for pos, g in enumerate(groups)
         ]
         outcomes: dict[int, Any] = {}
-        if len(groups) <= 1 or n_jobs == 1:
-            for g, a in zip(groups, args, strict=True):
-                outcomes.update(zip(g, run_group(*a), strict=True))
-        else:
-            spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
-            with ProcessPoolExecutor(max_workers=min(n_jobs, len(groups)), mp_context=spawn) as pool:
-                futures = [pool.submit(run_group, *a) for a in args]
-                for g, future in zip(groups, futures, strict=True):
-                    outcomes.update(zip(g, future.result(), strict=True))
+        try:
+            if len(groups) <= 1 or n_jobs == 1:
+                for g, a in zip(groups, args, strict=True):
+                    outcomes.update(zip(g, run_group(*a), strict=True))
+            else:
+                spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
+                with ProcessPoolExecutor(max_workers=min(n_jobs, len(groups)), mp_context=spawn) as pool:
+                    futures = [pool.submit(run_group, *a) for a in args]
+                    for g, future in zip(groups, futures, strict=True):
+                        outcomes.update(zip(g, future.result(), strict=True))
+        except Interrupted as exc:  # every member still training saved a checkpoint and said how to resume
+            sys.exit(exc.exit_code)
         returns: list[JobReturn | None] = [None] * len(configs)
         for i in together:
             ret, resolved = prepared[i]
