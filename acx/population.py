@@ -397,7 +397,10 @@ class Member:
 
 
 def member_rng(member: Member) -> Callable[[], dict[str, Any]]:
-    """The RNG states a member's checkpoint saves: its own torch generator, the process's others."""
+    """The RNG states a member's checkpoint saves: its own torch generator (on CPU; a checkpoint holds
+    no CUDA RNG state, as a single run's does not), the process's others."""
+    if member.generator.device.type != "cpu":
+        return rng_state
     return lambda: {**rng_state(), "torch": member.generator.get_state()}
 
 
@@ -610,8 +613,8 @@ def open_member(index: int, cfg: DictConfig, on_eval, resources: contextlib.Exit
     envs = factory.make_vector(config.algo.num_envs, seed=config.seed)
     resources.callback(envs.close)
     net = build_network(cfg.network, factory, device)
-    generator = torch.Generator(device=device)
-    generator.set_state(torch.get_rng_state())  # where a single run's sampling would start drawing
+    generator = torch.Generator(device=device)  # where a single run's sampling would start drawing:
+    generator.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
     state = RunState(net, build_optimizers(cfg.optimizer, net), Progress())
     run = open_records(cfg, config, factory, state, device, resources, started, show_bar=False)
     member = Member(index, cfg, run, envs, generator, on_eval)

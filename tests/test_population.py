@@ -223,3 +223,22 @@ def test_optuna_batch_trains_as_one_population_with_pruning_per_member(tmp_path:
     study = optuna.load_study(study_name="cartpole_nstep", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["PRUNED"] * 4
     assert all(list(t.intermediate_values) == [1000] for t in study.trials)  # each pruned at its first eval
+
+
+@pytest.mark.parametrize("overrides", [[], ["algo=td0"], ["env=pendulum"]], ids=["nstep", "td0", "pendulum"])
+def test_member_follows_the_single_run_of_its_seed(tmp_path: Path, overrides: list[str]):
+    """A member of a population of 3 ends 2,000 env steps where `acx train seed=1` ends: the same env
+    steps and episodes, weights equal to float rounding (its envs, initial weights and sampling
+    stream are the single run's; only batched matmuls round differently)."""
+    from acx.train import train
+
+    common = [*FAST, "total_steps=2000", "stop=budget", *overrides]
+    single = train(compose_train([*common, "seed=1"], tmp_path / "single"))
+    cfgs = [compose_train([*common, f"seed={s}"], tmp_path / f"member{s}") for s in (0, 1, 2)]
+    member = train_population(cfgs)[1]
+    for key in ("env_steps", "episodes", "updates"):
+        assert member[key] == single[key], key
+    a = torch.load(tmp_path / "single" / "checkpoints" / "final.pt")["model"]
+    b = torch.load(tmp_path / "member1" / "checkpoints" / "final.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
