@@ -385,6 +385,7 @@ class Member:
     run: Run
     envs: Any  # its training vector env
     generator: torch.Generator  # its action sampling stream
+    resources: contextlib.ExitStack  # its envs, loggers and evaluator: closed when it leaves
     on_eval: Callable[[int, float], None] | None = None
     evals: Every | None = None
     saves: Every | None = None
@@ -602,7 +603,9 @@ class Population:
 
 def open_member(index: int, cfg: DictConfig, on_eval, resources: contextlib.ExitStack, started: float) -> Member:
     """A member's envs, network (the initial weights of ``acx train seed=s``), sampling generator and
-    records, built in a single run's order for its seed."""
+    records, built in a single run's order for its seed; what it opens closes when it leaves (or
+    with ``resources``)."""
+    resources = resources.enter_context(contextlib.ExitStack())
     config = validate_train_config(cfg)
     why = why_alone(cfg)
     if why:
@@ -617,7 +620,7 @@ def open_member(index: int, cfg: DictConfig, on_eval, resources: contextlib.Exit
     generator.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
     state = RunState(net, build_optimizers(cfg.optimizer, net), Progress())
     run = open_records(cfg, config, factory, state, device, resources, started, show_bar=False)
-    member = Member(index, cfg, run, envs, generator, on_eval)
+    member = Member(index, cfg, run, envs, generator, resources, on_eval)
     state.rng = member_rng(member)
     member.evals = Every(config.eval.every_steps, 0)
     member.saves = Every(config.checkpoint.every_steps, 0)
@@ -688,9 +691,9 @@ def step(pop: Population, signals: StopSignals, results: list[Any]) -> None:
         p = m.progress
         last = m.run.ckpts.last_saved or "none yet"
         error = NonFiniteError(f"{message} at env step {p.env_steps:,}; last good checkpoint: {last}")
-        m.run.window.close()
         m.run.finish(None, error=str(error))
         results[m.index] = error
+        m.resources.close()  # its envs left the population with its update
     valid = rollout.valid.reshape(rollout.valid.shape[0], len(members), pop.num_envs).sum((0, 2)).tolist()
     episodes: list[tuple[list[float], list[int]]] = [([], []) for _ in members]
     for env, ret, length in zip(rollout.episode_envs, rollout.episode_returns, rollout.episode_lengths, strict=True):
@@ -709,9 +712,9 @@ def step(pop: Population, signals: StopSignals, results: list[Any]) -> None:
         m.run.record(record, stats[row_of[id(m)]])  # record
         m.solved = m.run.stop.observe_episodes(ep_returns) or m.solved
     evaluate_due(pop, results)  # maybe evaluate
-    for m in pop.members:
+    for row, m in enumerate(pop.members):
         if m.saves.due(m.progress.env_steps):  # maybe checkpoint
-            m.run.ckpts.save_periodic(pop.sync(pop.members.index(m)), m.run.wall())
+            m.run.ckpts.save_periodic(pop.sync(row), m.run.wall())
     if signals.received is not None:  # maybe stop
         interrupted(pop, signals)
     for m in pop.members:
@@ -722,6 +725,8 @@ def step(pop: Population, signals: StopSignals, results: list[Any]) -> None:
             if results[m.index] is None:
                 results[m.index] = finish(pop, m)
         pop.keep([row for row, m in enumerate(pop.members) if m not in done])
+        for m in done:
+            m.resources.close()  # W&B and TensorBoard runs end as the member does
 
 
 def evaluate_due(pop: Population, results: list[Any]) -> None:
@@ -771,7 +776,6 @@ def finish(pop: Population, m: Member) -> dict[str, Any]:
     final = run.ckpts.save("final", state, run.wall())
     models = [f for f in (run.ckpts.folder / "best.pt", final) if f.exists()]
     run.loggers.log_files("model", models, p.env_steps)
-    run.window.close()
     return run.finish(final)
 
 
