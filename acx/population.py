@@ -794,10 +794,16 @@ def interrupted(pop: Population, signals: StopSignals) -> None:
 # --- the launcher's side: which jobs train together, and one group's run ---------------------------
 
 
+# a group is split to give another process work only into parts of at least this many members: a
+# process costs a few seconds to start (torch's import), which a small part would not win back
+MIN_SPLIT = 8
+
+
 def plan_groups(keys: Sequence[str], max_members: int, n_jobs: int) -> list[list[int]]:
     """Jobs (by their ``group_key``) into populations: jobs of one key together, a group larger than
-    ``max_members`` split, and groups split further (never below 1 member) until there are ``n_jobs``
-    of them, so every process has one; the members of a split group are dealt out evenly."""
+    ``max_members`` split, and groups split further (into parts of ``MIN_SPLIT`` members or more)
+    until there are ``n_jobs`` of them, so every process has one; a split group's members are dealt
+    out evenly."""
     by_key: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         by_key.setdefault(key, []).append(i)
@@ -805,7 +811,7 @@ def plan_groups(keys: Sequence[str], max_members: int, n_jobs: int) -> list[list
     while sum(parts.values()) < n_jobs:
         # split the group whose populations are largest, while it has more members than populations
         key = max(parts, key=lambda k: len(by_key[k]) / parts[k])
-        if len(by_key[key]) <= parts[key]:
+        if len(by_key[key]) < MIN_SPLIT * (parts[key] + 1):
             break
         parts[key] += 1
     groups = []

@@ -144,6 +144,7 @@ def test_grouping_and_who_trains_alone(tmp_path: Path):
     groups = plan_groups(["a", "b", "a", "b", "a"], 64, 1)
     assert groups == [[0, 2, 4], [1, 3]]
     assert plan_groups(["a"], 64, 8) == [[0]]
+    assert [len(g) for g in plan_groups(["a"] * 12, 64, 4)] == [12]  # parts of 6 would not win back a process start
 
 
 def test_sweep_configs_equal_hydras_own_composition():
