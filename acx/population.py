@@ -390,7 +390,6 @@ class Member:
     evals: Every | None = None
     saves: Every | None = None
     solved: bool = False
-    result: Any = None  # the summary, or the exception it ended with
 
     @property
     def progress(self) -> Progress:
@@ -721,9 +720,12 @@ def step(pop: Population, signals: StopSignals, results: list[Any]) -> None:
         if m.solved or m.progress.env_steps >= m.run.cfg.total_steps or isinstance(results[m.index], Exception):
             done.append(m)
     if done:
-        for m in done:
-            if results[m.index] is None:
-                results[m.index] = finish(pop, m)
+        final = [row for row, m in enumerate(pop.members) if m in done and results[m.index] is None]
+        # the final model is always evaluated (unless it just was), as a single run's
+        unevaluated = [m.run.evaluator.last_step != m.progress.env_steps for m in pop.members]
+        evaluate(pop, [row for row in final if unevaluated[row]])
+        for row in final:
+            results[pop.members[row].index] = finish(pop, pop.members[row])
         pop.keep([row for row, m in enumerate(pop.members) if m not in done])
         for m in done:
             m.resources.close()  # W&B and TensorBoard runs end as the member does
@@ -734,15 +736,11 @@ def evaluate_due(pop: Population, results: list[Any]) -> None:
     episodes of those that met the stop rule) played at once; each member's evaluation is recorded
     as a single run's: logged, best.pt, video, confirmation, stop rule, Optuna report."""
     rows = [row for row, m in enumerate(pop.members) if m.evals.due(m.progress.env_steps)]
-    if not rows:
-        return
     due = [pop.members[row] for row in rows]
-    seeds = [m.run.evaluator.next_seed(m.progress) for m in due]
     confirm = []
-    played = pop.episodes(rows, [m.run.evaluator.envs for m in due], seeds)
-    for row, m, (returns, lengths) in zip(rows, due, played, strict=True):
-        state, ev = pop.sync(row), m.run.evaluator
-        if m.run.stop.observe_eval(ev.record(state, returns, lengths)):
+    for row, m, eval_return in zip(rows, due, evaluate(pop, rows), strict=True):
+        ev = m.run.evaluator
+        if m.run.stop.observe_eval(eval_return):
             if ev.confirm_episodes > 0:
                 confirm.append(row)
             else:
@@ -765,14 +763,27 @@ def evaluate_due(pop: Population, results: list[Any]) -> None:
                 results[m.index] = exc
 
 
+def evaluate(pop: Population, rows: list[int]) -> list[float]:
+    """One evaluation of each member at ``rows``, their episodes played at once, each recorded as a
+    single run's (logged, best.pt, video); returns their mean returns."""
+    if not rows:
+        return []
+    members = [pop.members[row] for row in rows]
+    seeds = [m.run.evaluator.next_seed(m.progress) for m in members]
+    played = pop.episodes(rows, [m.run.evaluator.envs for m in members], seeds)
+    return [
+        m.run.evaluator.record(pop.sync(row), returns, lengths)
+        for row, m, (returns, lengths) in zip(rows, members, played, strict=True)
+    ]
+
+
 def finish(pop: Population, m: Member) -> dict[str, Any]:
-    """A member that solved or spent its budget: final evaluation, final checkpoint, summary.json."""
+    """A member that solved or spent its budget, its final model evaluated (``step`` evaluates the
+    members that finish together at once): final checkpoint, summary.json."""
     p, run = m.progress, m.run
     state = pop.sync(pop.members.index(m))
     if m.solved and p.solved_at_step is None:
         p.solved_at_step = p.env_steps
-    if run.evaluator.last_step != p.env_steps:
-        run.evaluator.evaluate(state)  # the final model is always evaluated (unless it just was)
     final = run.ckpts.save("final", state, run.wall())
     models = [f for f in (run.ckpts.folder / "best.pt", final) if f.exists()]
     run.loggers.log_files("model", models, p.env_steps)

@@ -8,7 +8,7 @@ Arms, each one real `acx train` command (logger=none, progress=false), in this o
 - population:  -m hydra/launcher=population seed=range(0,S)  the default: one population per core
 - population_1proc: the same in one process (hydra.launcher.n_jobs=1): its peak RSS, P = S members
 - throughput: stop=budget, a fixed budget, no evaluations: a single run, then P = S members in one
-  process; training steps/s = env steps / (wall - setup), summed over members
+  process; training steps/s = the median logged time/sps, summed over members
 - single_rss:  one plain `acx train seed=0` run, to 100k steps or solved: its peak RSS
 Learning: seeds 0..31 of the joblib and population arms (the same seeds, the same config), solved
 count and steps to solve, and a two-sided Mann-Whitney U test (scipy) on steps to solve, a seed that
@@ -54,6 +54,13 @@ def summaries(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("**/summary.json"))]
 
 
+def training_sps(run_dir: Path) -> float:
+    """The median of a run's logged training steps/s (``time/sps``: env steps per second between log
+    rows, so start-up, the final evaluation and checkpoint writes are not in it)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(r["time/sps"] for r in rows if "time/sps" in r)
+
+
 def by_seed(runs: list[dict]) -> dict[int, dict]:
     return {r["seed"]: r for r in runs}
 
@@ -69,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=64)
     parser.add_argument("--budget", type=int, default=100_000)
-    parser.add_argument("--throughput-steps", type=int, default=20_000)
+    parser.add_argument("--throughput-steps", type=int, default=50_000)
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="acx-bench-population-"))
@@ -91,12 +98,11 @@ def main() -> None:
     fixed = [*QUIET, "stop=budget", f"total_steps={args.throughput_steps}", "eval.every_steps=100000000",
              "checkpoint.every_steps=100000000"]  # fmt: skip
     wall, _ = acx_train([*fixed, f"hydra.run.dir={work / 'single_sps'}"])
-    (single,) = summaries(work / "single_sps")
-    single_sps = single["env_steps"] / (single["wall_seconds"] - single["setup_seconds"])
+    single_sps = training_sps(work / "single_sps")
     wall, _ = acx_train(["-m", "hydra/launcher=population", "hydra.launcher.n_jobs=1", seeds, *fixed,
                          f"hydra.sweep.dir={work / 'pop_sps'}"])  # fmt: skip
-    members = summaries(work / "pop_sps")
-    pop_sps = sum(m["env_steps"] for m in members) / max(m["wall_seconds"] - m["setup_seconds"] for m in members)
+    members = sorted(p.parent for p in (work / "pop_sps").glob("*/summary.json"))
+    pop_sps = sum(training_sps(folder) for folder in members)  # members step together: their rates add up
     R["throughput"] = {"single_sps": single_sps, "population_sps": pop_sps, "members": len(members)}
     log(f"throughput: single {single_sps:,.0f} steps/s, population of {len(members)} {pop_sps:,.0f} steps/s")
 
@@ -140,6 +146,8 @@ def write_report(R: dict, out: Path) -> None:
     j, pop, one = R["joblib"], R["population"], R["population_1proc"]
     t = R["throughput"]
     rows, p = learning(R)
+    spent = sum(r["env_steps"] for r in pop["runs"])
+    budget_total = R["seeds"] * R["budget"]
     n = min(32, R["seeds"])
     text = f"""# Population training against one process per run
 
@@ -164,7 +172,8 @@ run, each arm one real `acx train` command (`logger=none progress=false`), one a
 ## Training throughput
 
 `stop=budget total_steps={R["throughput_steps"]}`: a fixed budget with no evaluations or
-checkpoints; steps/s = env steps / (wall time - setup), summed over members.
+checkpoints; steps/s: the median of a run's logged `time/sps` (env steps per second between log rows),
+summed over the members of the population (they step together).
 
 | | steps/s |
 |---|---:|
@@ -172,6 +181,11 @@ checkpoints; steps/s = env steps / (wall time - setup), summed over members.
 | a population of {t["members"]} in one process | {t["population_sps"]:,.0f} |
 
 **Aggregate throughput at P={t["members"]}: {t["population_sps"] / t["single_sps"]:.1f}x a single run's.**
+
+**What leaving saves.** A member that solves leaves the population and costs nothing more. The
+{R["seeds"]} members of the population arm trained {spent:,} env steps of the {budget_total:,} a population
+without early stops would ({100 * spent / budget_total:.0f}%); at the throughput above, the other
+{budget_total - spent:,} would have taken about {(budget_total - spent) / t["population_sps"]:.0f} s more.
 
 ## Learning: the same seeds 0-{n - 1}, as separate runs and as one population
 
