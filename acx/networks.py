@@ -91,8 +91,12 @@ class CategoricalHead(nn.Module):
     def sample(self, logp: Tensor) -> Tensor:
         # argmax(logp + g), g = -log(-log(u)): written as logp - log(-log(u)) with in-place steps (the
         # same numbers, fewer allocations in the per-step loop)
-        neg_log_u = torch.rand_like(logp).clamp_(min=1e-20).log_().neg_()
+        neg_log_u = self.uniform(logp).clamp_(min=1e-20).log_().neg_()
         return torch.argmax(logp - neg_log_u.log_(), dim=-1)
+
+    def uniform(self, like: Tensor) -> Tensor:
+        """U(0, 1) noise shaped ``like``, from torch's global generator (a population: per member)."""
+        return torch.rand_like(like)
 
     def mode(self, logp: Tensor) -> Tensor:
         return torch.argmax(logp, dim=-1)
@@ -150,12 +154,20 @@ class GaussianHead(nn.Module):
         if self.log_std_head is not None:
             log_std = self.log_std_head(features)
         else:
-            log_std = self.log_std_param.expand_as(mean)
+            log_std = self.shared_log_std(mean)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def shared_log_std(self, mean: Tensor) -> Tensor:
+        """The state-independent log-std, one per action dim, for every row of ``mean``."""
+        return self.log_std_param.expand_as(mean)
 
     def sample(self, out: tuple[Tensor, Tensor]) -> Tensor:
         mean, log_std = out
-        return mean + log_std.exp() * torch.randn_like(mean)
+        return mean + log_std.exp() * self.normal(mean)
+
+    def normal(self, like: Tensor) -> Tensor:
+        """N(0, 1) noise shaped ``like``, from torch's global generator (a population: per member)."""
+        return torch.randn_like(like)
 
     def mode(self, out: tuple[Tensor, Tensor]) -> Tensor:
         return out[0]

@@ -47,6 +47,7 @@ from acx.checkpoint import Progress, RunState, rng_state
 from acx.config import validate_train_config
 from acx.errors import AcxError, NonFiniteError
 from acx.evaluate import evaluate_vector
+from acx.losses import masked_mean
 from acx.networks import ActorCritic, CategoricalHead, GaussianHead
 from acx.record import Every
 from acx.rollout import Rollout, RolloutCollector
@@ -160,11 +161,11 @@ class StackedCategoricalHead(CategoricalHead):
 
     generators: list[torch.Generator]
 
-    def sample(self, logp: Tensor) -> Tensor:
-        u = torch.empty_like(logp)
+    def uniform(self, like: Tensor) -> Tensor:
+        u = torch.empty_like(like)
         for row, generator in zip(u, self.generators, strict=True):  # what rand_like draws in a single run
             row.uniform_(generator=generator)
-        return torch.argmax(logp - u.clamp_(min=1e-20).log_().neg_().log_(), dim=-1)
+        return u
 
 
 class StackedGaussianHead(GaussianHead):
@@ -172,22 +173,14 @@ class StackedGaussianHead(GaussianHead):
 
     generators: list[torch.Generator]
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        mean = self.mean(features)
-        if self.mean_bound:
-            mean = torch.tanh(mean) * self.scale + self.center
-        if self.log_std_head is not None:
-            log_std = self.log_std_head(features)
-        else:
-            log_std = self.log_std_param.unsqueeze(-2).expand_as(mean)
-        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+    def shared_log_std(self, mean: Tensor) -> Tensor:
+        return self.log_std_param.unsqueeze(-2).expand_as(mean)  # member k's (D,) for each of its B rows
 
-    def sample(self, out: tuple[Tensor, Tensor]) -> Tensor:
-        mean, log_std = out
-        noise = torch.empty_like(mean)
+    def normal(self, like: Tensor) -> Tensor:
+        noise = torch.empty_like(like)
         for row, generator in zip(noise, self.generators, strict=True):  # what randn_like draws in a single run
             row.normal_(generator=generator)
-        return mean + log_std.exp() * noise
+        return noise
 
 
 def stack_networks(nets: Sequence[ActorCritic], generators: list[torch.Generator]) -> ActorCritic:
@@ -496,8 +489,8 @@ class Population:
         stats["train/entropy"] = losses["entropy_mean"]
         if diagnostics:
             m = mask.float()
-            stats["train/advantage_mean"] = (advantages * m).sum(-1) / m.sum(-1).clamp(min=1)
-            stats["train/value_mean"] = (values.detach() * m).sum(-1) / m.sum(-1).clamp(min=1)
+            stats["train/advantage_mean"] = masked_mean(advantages, m)
+            stats["train/value_mean"] = masked_mean(values.detach(), m)
             stats["train/advantage_std"] = masked_var(advantages, m).sqrt()
             stats["train/explained_variance"] = explained_variance(values.detach(), returns, m)
         for name, norm in norms.items():
