@@ -389,12 +389,18 @@ class ExportConfig(Schema):
 class ReportArgs(Schema):
     """``acx report``'s arguments."""
 
-    dir: Path
+    dirs: list[Path] = Field(min_length=1)
+    out: Path | None = None
+    baseline: str | None = None
+    format: Literal["md", "csv", "json"] = "md"
+    reps: int = Field(2000, ge=100)
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _is_a_folder(self) -> ReportArgs:
-        if not self.dir.is_dir():
-            raise ValueError(f"{self.dir} is not a directory")
+    def _are_folders(self) -> ReportArgs:
+        for d in self.dirs:
+            if not d.is_dir():
+                raise ValueError(f"{d} is not a directory")
         return self
 
 

@@ -25,6 +25,8 @@ class RunRecord:
     summary: dict[str, Any] | None = None
     total_steps: int | None = None
     threshold: float | None = None
+    env_id: str | None = None
+    seed: int | None = None
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     eval_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -134,6 +136,10 @@ def load_run(path: Path) -> RunRecord:
     if isinstance(config.get("total_steps"), int):
         record.total_steps = config["total_steps"]
     record.threshold = _reward_threshold(config)
+    env_id = (record.summary or {}).get("env_id", (config.get("env") or {}).get("id"))
+    record.env_id = env_id if isinstance(env_id, str) else None
+    seed = (record.summary or {}).get("seed", config.get("seed"))
+    record.seed = seed if isinstance(seed, int) else None
     record.eval_steps, record.eval_returns = read_eval_curve(path / "metrics.jsonl")
     return record
 

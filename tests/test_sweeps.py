@@ -57,10 +57,14 @@ def test_multirun_two_configs_two_seeds_and_report(tmp_path: Path):
     table = (sweep / "report.md").read_text()
     assert table.strip() in proc.stdout.strip() and str(sweep / "learning_curves.png") in proc.stdout
     for algo in ("td0", "nstep"):
-        best = [runs[f"{i}_CartPole-v1_{algo}_s{s}"]["best_eval_return"] for i, s in
-                ([(0, 0), (1, 1)] if algo == "td0" else [(2, 0), (3, 1)])]  # fmt: skip
-        row = f"| algo={algo} | 2 | {np.mean(best):.1f} ± {np.std(best, ddof=1):.1f} |"
-        assert row in table, (row, table)
+        final, best = ([runs[f"{i}_CartPole-v1_{algo}_s{s}"][f"{k}_eval_return"] for i, s in
+                        ([(0, 0), (1, 1)] if algo == "td0" else [(2, 0), (3, 1)])] for k in ("final", "best"))  # fmt: skip
+        # the IQM of two runs is their mean; the CI lies between them
+        row = re.search(rf"^\| algo={algo} \| 2 \| (\S+) \[(\S+), (\S+)\] \| (\S+) \[", table, re.M)
+        assert row, table
+        assert float(row[1]) == pytest.approx(np.mean(final), abs=0.05)
+        assert min(final) - 0.05 <= float(row[2]) <= float(row[3]) <= max(final) + 0.05
+        assert float(row[4]) == pytest.approx(np.mean(best), abs=0.05)
 
     from acx.report import write_report
 
@@ -70,7 +74,7 @@ def test_multirun_two_configs_two_seeds_and_report(tmp_path: Path):
     for line, (label, group) in zip(lines, report.groups.items(), strict=True):
         curves = [read_eval_curve(run.path / "metrics.jsonl") for run in group]
         grid = np.unique(np.concatenate([steps for steps, _ in curves]))
-        expected = np.mean([np.interp(grid, steps, returns) for steps, returns in curves], axis=0)
+        expected = np.mean([np.interp(grid, steps, returns) for steps, returns in curves], axis=0)  # IQM of 2
         np.testing.assert_allclose(line.get_xdata(), grid)
         np.testing.assert_allclose(line.get_ydata(), expected, err_msg=label)
     import matplotlib.image
