@@ -138,7 +138,7 @@ def summarize(runs: list[RunRecord], reps: int = 2000, seed: int = 0) -> dict[st
     return row
 
 
-def _ci(estimate: Estimate | None) -> str:
+def format_ci(estimate: Estimate | None) -> str:
     if estimate is None or not np.isfinite(estimate.point):
         return "-"
     return f"{estimate.point:.1f} [{estimate.low:.1f}, {estimate.high:.1f}]"
@@ -162,7 +162,7 @@ def markdown_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
             steps = f"{median:,.0f}"
         solved = f"{row['solved']}/{row['runs']}" if row["threshold"] is not None else "-"
         wall = "-" if row["wall_seconds_mean"] is None else f"{row['wall_seconds_mean']:.0f}"
-        iqm = [_ci(row[name]["IQM"] if row[name] else None) for name in SCORES]
+        iqm = [format_ci(row[name]["IQM"] if row[name] else None) for name in SCORES]
         lines.append(f"| {label} | {runs} | {' | '.join(iqm)} | {steps} | {solved} | {wall} |")
     return "\n".join(lines)
 
@@ -173,7 +173,7 @@ def aggregates_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     for label, row in rows:
         for name, title in SCORES.items():
             if row[name] is not None:
-                lines.append(f"| {label} | {title} | " + " | ".join(_ci(row[name][m]) for m in METRICS) + " |")
+                lines.append(f"| {label} | {title} | " + " | ".join(format_ci(row[name][m]) for m in METRICS) + " |")
     return "\n".join(lines)
 
 
