@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help venv train test test-fast lint format bench bench-population clean
+.PHONY: help venv train test test-fast lint format bench bench-population learning clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/
 
 bench-population: venv ## 64 CartPole seeds: population launcher vs joblib; writes docs/population.md
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/population.py
+
+learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each: writes docs/learning.md (ARGS=--reuse)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/learning.py $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,210 @@
+"""The learning-quality table: every variant x {CartPole-v1, Acrobot-v1, Pendulum-v1}, 10 seeds per
+cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`'s statistics.
+
+    make learning                  # or: python bench/learning.py [--seeds 10] [--reuse]
+
+Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
+the seeds, with the plain presets (`env=X algo=Y`, nothing tuned). The population launcher trains
+td0 and nstep as populations; episodic cannot join one (each member's episodes end at different
+steps), so its jobs run on their own, one process per core. Runs stop early when they solve (the
+default eval_threshold stop rule); Pendulum has no registered threshold, so it is given -200.
+The seeds are 0..S-1; nothing in acx was tuned on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from acx.report import format_ci, plot_profiles, write_report
+from acx.scores import METRICS, REFERENCE_SCORES, interval_estimates, normalize, performance_profiles
+
+ROOT = Path(__file__).resolve().parent.parent
+ACX = str(Path(sys.executable).parent / "acx")
+VARIANTS = ("episodic", "td0", "nstep")
+# env preset, the budget in env steps, extra overrides
+ENVS = {
+    "cartpole": (100_000, []),
+    "acrobot": (200_000, []),
+    "pendulum": (200_000, ["env.reward_threshold=-200"]),
+}
+
+
+def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int) -> float:
+    """One multirun: the three variants x the seeds on ``env``; its wall seconds."""
+    if sweep_dir.exists():
+        shutil.rmtree(sweep_dir)
+    args = [
+        ACX, "train", "-m", "hydra/launcher=population", f"env={env}", f"algo={','.join(VARIANTS)}",
+        f"seed=range(0,{seeds})", f"total_steps={budget}", *extra, "logger=none", "progress=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def cell(row: dict) -> dict[str, str]:
+    """A table cell's numbers from an ``acx report`` row."""
+    median = row["steps_to_threshold_median"]
+    steps = "not reached" if median is None or np.isinf(median) else f"{median:,.0f}"
+    return {
+        "solved": f"{row['solved']}/{row['runs']}",
+        "final": format_ci(row["final"]["IQM"]),
+        "best": format_ci(row["best"]["IQM"]),
+        "steps": steps,
+        "wall": f"{row['wall_seconds_mean']:.0f}",
+    }
+
+
+def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: int) -> Path:
+    """docs/learning.md: a row per (env, variant), the normalised scores across envs, the figures."""
+    figures = out / "learning"
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Learning quality: every variant on CartPole, Acrobot and Pendulum",
+        "",
+        f"Written by `make learning` (`bench/learning.py`) on {datetime.date.today()}, {os.cpu_count()} CPU cores. "
+        f"{seeds} seeds per cell (0..{seeds - 1}, never tuned on), the plain presets: "
+        "`acx train -m hydra/launcher=population env=<env> algo=episodic,td0,nstep 'seed=range(0,10)' "
+        "total_steps=<budget>`. td0 and nstep train as populations; episodic jobs run on their own. A run stops "
+        "when an evaluation (10 deterministic episodes) reaches the threshold and 50 more episodes confirm it.",
+        "",
+        "Each cell: the seeds that reached the threshold, the IQM across seeds of the final and of the best eval "
+        "return with its 95% stratified bootstrap CI (rliable, "
+        f"{reps} repetitions), the median env steps to the threshold (a seed that never reached it counts as slower "
+        "than all), and the mean wall time of a run. A run that solved holds its last evaluation as its final one.",
+        "",
+        "| env | budget | variant | solved | final return, IQM [95% CI] | best return, IQM [95% CI] "
+        "| steps to threshold (median) | wall s (mean) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    poor, finals = [], {}
+    for env, (budget, _) in ENVS.items():
+        report = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
+        by_variant = {label.split("=", 1)[1]: row for label, row in zip(report.groups, report.rows, strict=True)}
+        for variant in VARIANTS:
+            row = by_variant[variant]
+            c = cell(row)
+            lines.append(f"| {row['env_id']} | {budget:,} | {variant} | {c['solved']} | {c['final']} | {c['best']} "
+                         f"| {c['steps']} | {c['wall']} |")  # fmt: skip
+            if row["solved"] < row["runs"]:
+                worse = row["final"]["IQM"].high < row["best"]["IQM"].low  # the policies got worse after their best
+                poor.append(
+                    f"**{variant} on {row['env_id']}**: {c['solved']} solved, final IQM {c['final']}"
+                    + (f", below its best ({c['best']}): the policies got worse late in training" if worse else "")
+                    + (f", below random play ({REFERENCE_SCORES[row['env_id']][0]:g})"
+                       if row["final"]["IQM"].point < REFERENCE_SCORES[row["env_id"]][0] else "")
+                )  # fmt: skip
+            group = report.groups[f"algo={variant}"]
+            finals.setdefault(variant, []).append(normalize([r.final_eval for r in group], row["env_id"])[:seeds])
+    threshold_note = ", ".join(
+        f"{env} {REFERENCE_SCORES[env][1]:g}" for env in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
+    )
+    lines += [
+        "",
+        f"Thresholds: {threshold_note} (Pendulum-v1 has no registered threshold; -200 is given on the command line).",
+        "",
+        "## Where a cell is poor",
+        "",
+    ]
+    if poor:
+        lines += [
+            "Not every seed reached the threshold in these cells:",
+            "",
+            *[f"- {p}." for p in poor],
+            "",
+            "These are the plain presets: nothing in them is tuned per env (`env=pendulum` runs the CartPole-tuned "
+            "`algo=nstep` defaults, and the tuned `experiment=pendulum_nstep` is not used here). Issue #14 picks "
+            "tuned defaults per (env, variant); this table is the baseline it is measured against.",
+        ]
+    else:
+        lines.append("None: every seed of every cell reached the threshold.")
+    lines += [
+        "",
+        "Wall times are per run, measured while other work shared the machine's cores: compare them within a "
+        "table, not with `docs/benchmarks.md`.",
+    ]
+
+    matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
+    estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
+    lines += [
+        "",
+        "## Across envs: normalised final returns",
+        "",
+        "Each run's final eval return normalised per env (random actions 0, the threshold 1: "
+        + ", ".join(
+            f"{e} {lo:g} → {hi:g}"
+            for e, (lo, hi) in REFERENCE_SCORES.items()
+            if e in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
+        )  # fmt: skip
+        + "), a (seeds x 3 envs) matrix per variant; the CIs resample seeds within each env.",
+        "",
+        "| variant | " + " | ".join(METRICS) + " |",
+        "|---|" + "---:|" * len(METRICS),
+    ]
+    for variant, metrics in estimates.items():
+        lines.append(
+            f"| {variant} | "
+            + " | ".join(f"{e.point:.3f} [{e.low:.3f}, {e.high:.3f}]" for e in metrics.values())
+            + " |"
+        )
+    everything = np.concatenate([m.ravel() for m in matrices.values()])
+    taus = np.linspace(min(0.0, everything.min()), max(1.0, everything.max()), 51)
+    profiles, cis = performance_profiles(matrices, taus, reps=reps)
+    plot_profiles(taus, profiles, cis, figures / "performance_profile.png", "normalised final eval return (τ)")
+    lines += [
+        "",
+        "![performance profile across the three envs](learning/performance_profile.png)",
+        "",
+        "## Per env",
+        "",
+    ]
+    for env in ENVS:
+        lines += [
+            f"### {env}" + (f" ({walls[env]:.0f} s for the sweep)" if env in walls else ""),
+            "",
+            f"![learning curves](learning/{env}/learning_curves.png)",
+            f"![probability of improvement over nstep](learning/{env}/probability_of_improvement.png)",
+            "",
+            f"The whole report: [learning/{env}/report.md](learning/{env}/report.md).",
+            "",
+        ]
+    path = out / "learning.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--runs", default=str(ROOT / "outputs" / "learning"), help="where the sweeps are written")
+    parser.add_argument("--out", default=str(ROOT / "docs"), help="where learning.md and its figures go")
+    parser.add_argument("--reuse", action="store_true", help="write the doc from the sweeps already in --runs")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
+    args = parser.parse_args()
+    runs = Path(args.runs).resolve()
+    runs = runs.relative_to(Path.cwd()) if runs.is_relative_to(Path.cwd()) else runs  # the reports name it as given
+    walls: dict[str, float] = {}
+    if not args.reuse:
+        for env, (budget, extra) in ENVS.items():
+            print(f"learning: {env}, {len(VARIANTS)} variants x {args.seeds} seeds, {budget:,} steps", flush=True)
+            walls[env] = train(runs / env, env, budget, extra, args.seeds)
+            print(f"learning: {env} took {walls[env]:.0f} s", flush=True)
+        (runs / "walls.json").write_text(json.dumps(walls))
+    walls = json.loads((runs / "walls.json").read_text()) if (runs / "walls.json").is_file() else walls
+    path = write_doc(runs, Path(args.out), args.reps, walls, args.seeds)
+    print(f"learning: wrote {path} ({datetime.date.today()})")
+
+
+if __name__ == "__main__":
+    main()
