@@ -37,6 +37,7 @@ IMPROVEMENT_NAME = "probability_of_improvement.png"
 TIDY_NAME = "runs"  # runs.csv or runs.json
 SCORES = {"final": "final eval return", "best": "best eval return", "auc": "eval AUC"}
 MAX_CURVE_POINTS = 200  # a curve's bootstrap is over at most this many eval steps (evenly spaced)
+FEW_SEEDS = 5  # below this, the report warns that its CIs say little
 PAIR = " | "  # joins the two methods of a probability-of-improvement pair (a method label has no " | ")
 
 
@@ -452,7 +453,15 @@ def write_report(
     text.append(f"{len(runs)} runs in {len(groups)} configurations (a configuration: the overrides less `seed`).")
     if shared:
         text.append(f"Shared overrides: `{' '.join(shared)}`.")
-    text += [explanation(threshold, reps, seed), "", markdown_table(rows), ""]
+    text += [explanation(threshold, reps, seed), ""]
+    few = [label for label, row in rows if row["runs"] < FEW_SEEDS]
+    if few:
+        text += [
+            f"**Fewer than {FEW_SEEDS} seeds** in {', '.join(f'`{label}`' for label in few)}: a bootstrap CI over so "
+            "few runs understates the uncertainty (Agarwal et al. use 10 or more).",
+            "",
+        ]
+    text += [markdown_table(rows), ""]
     text += ["## Every metric", "", aggregates_table(rows), ""]
 
     report = Report("", out / TABLE_NAME, None, groups, [r for _, r in rows], curves)

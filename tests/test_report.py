@@ -126,6 +126,7 @@ def test_runs_are_grouped_by_overrides_less_seed(tmp_path: Path):
     assert re.search(r"^\| algo=td0 \| 2 \| 255\.0 \[\S+, \S+\] \| 255\.0 \[", text, re.M), text
     assert "| algo=nstep | 2 (1 finished) |" in text
     assert "| algo=td0 | final eval return | 255.0 [" in text  # the table of every metric
+    assert "**Fewer than 5 seeds** in `algo=td0`, `algo=nstep`" in text
 
 
 def test_short_override_and_objective(tmp_path: Path):
@@ -256,6 +257,7 @@ def test_figures_hold_the_runs_metrics(tmp_path: Path):
     assert set(report.figures) == {"learning_curves.png", "performance_profile.png", "probability_of_improvement.png"}
     for name in report.figures:
         assert (tmp_path / name).is_file() and f"]({name})" in report.markdown
+    assert "Fewer than" not in report.markdown  # 10 seeds each
 
     ax = report.figures["learning_curves.png"].axes[0]
     lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
