@@ -57,8 +57,10 @@ def test_multirun_two_configs_two_seeds_and_report(tmp_path: Path):
     table = (sweep / "report.md").read_text()
     assert table.strip() in proc.stdout.strip() and str(sweep / "learning_curves.png") in proc.stdout
     for algo in ("td0", "nstep"):
-        final, best = ([runs[f"{i}_CartPole-v1_{algo}_s{s}"][f"{k}_eval_return"] for i, s in
-                        ([(0, 0), (1, 1)] if algo == "td0" else [(2, 0), (3, 1)])] for k in ("final", "best"))  # fmt: skip
+        jobs = [(0, 0), (1, 1)] if algo == "td0" else [(2, 0), (3, 1)]
+        final, best = (
+            [runs[f"{i}_CartPole-v1_{algo}_s{s}"][f"{k}_eval_return"] for i, s in jobs] for k in ("final", "best")
+        )
         # the IQM of two runs is their mean; the CI lies between them
         row = re.search(rf"^\| algo={algo} \| 2 \| (\S+) \[(\S+), (\S+)\] \| (\S+) \[", table, re.M)
         assert row, table
