@@ -73,6 +73,7 @@ def report_user_errors(fn):
         try:
             return fn(cfg)
         except Interrupted as exc:  # the checkpoint is saved and the resume hint printed
+            exc.hand_over()  # submitit's pre-emption signal: submitit requeues the job
             sys.exit(exc.exit_code)
         except BrokenPipeError:  # stdout closed early (`acx eval ... | head -1`): stop quietly, as Unix tools do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

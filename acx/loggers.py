@@ -136,6 +136,10 @@ class WandbLogger:
         # a resumed acx run (same run dir) continues the same W&B run
         id_file = Path(run_dir) / "wandb" / "run-id"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)  # not the seeded RNGs
+        # written before W&B starts: a run stopped before W&B is up (a SLURM signal reaches W&B's own
+        # process too) still continues under this id when it is resumed or requeued
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id)
         init_kwargs = dict(
             id=run_id,
             resume="allow",

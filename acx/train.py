@@ -40,7 +40,7 @@ from acx.evaluate import Evaluator
 from acx.loggers import JsonlLogger, LoggerGroup, build_loggers
 from acx.record import Every, MetricsWindow
 from acx.rollout import Rollout, RolloutCollector
-from acx.signals import Interrupted, StopSignals
+from acx.signals import Interrupted, StopSignals, requeued_checkpoint
 from acx.stopping import StopRule
 from acx.update import Updater
 
@@ -100,10 +100,14 @@ def prepare(cfg: DictConfig, config: TrainConfig) -> tuple[Any, dict[str, Any] |
     factory = build_env_factory(cfg.env)  # an env id Gymnasium does not know is a ConfigError
     check_network_fits(config.network, factory)
     resume = None
-    if config.resume:
-        resume = load_checkpoint(config.resume, map_location="cpu")
-        check_fits_env(resume, factory)
     out_dir = Path(config.paths.output_dir)
+    requeued = None if config.resume else requeued_checkpoint(out_dir)  # a SLURM job requeued mid-run
+    if config.resume or requeued:
+        resume = load_checkpoint(config.resume or requeued, map_location="cpu")
+        check_fits_env(resume, factory)
+        if requeued:
+            step, restarts = resume["meta"]["progress"]["env_steps"], os.environ["SLURM_RESTART_COUNT"]
+            print(f"acx: SLURM requeued this job (restart {restarts}): continuing {resume['path']}, env step {step:,}")
     if not resume and list((out_dir / "checkpoints").glob("*.pt")):
         raise ConfigError(
             f"hydra.run.dir={out_dir} already holds another run's checkpoints: continue it with "
