@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help venv train test test-fast lint format bench bench-population learning clean
+.PHONY: help venv train test test-fast lint format bench bench-population bench-ppo learning clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,9 +47,13 @@ $(SB3_VENV)/.installed:
 bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/benchmarks.md and .png (ARGS=--quick)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/compare.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
 	$(MAKE) bench-population
+	$(MAKE) bench-ppo
 
 bench-population: venv ## 64 CartPole seeds: population launcher vs joblib; writes docs/population.md
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/population.py
+
+bench-ppo: venv $(SB3_VENV)/.installed ## acx PPO vs SB3 PPO (zoo settings) on CartPole and Pendulum: docs/benchmarks.md's PPO section
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/ppo.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
 
 learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each: writes docs/learning.md (ARGS=--reuse)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/learning.py $(ARGS)

@@ -174,6 +174,15 @@ class Loss(Schema):
     huber_delta: float = Field(1.0, gt=0)
 
 
+class ClippedLoss(Loss):
+    """PPO's loss: A2C's keys, plus the clip ranges of the policy's ratio and of the critic's change."""
+
+    target: Literal["acx.losses.PPOLoss"] = Field(alias="_target_")
+    clip_range: float | None = Field(0.2, gt=0, description="null: no clipping")
+    clip_range_vf: float | None = Field(None, gt=0, description="null: no value clipping")
+    anneal_clip: bool = False
+
+
 class Algo(Schema):
     name: str
     num_envs: int = Field(ge=1)
@@ -182,13 +191,23 @@ class Algo(Schema):
     reward_scale: float = Field(1.0, gt=0)
     max_grad_norm: float | None = Field(gt=0, description="null: no clipping")
     advantage: by_target(Estimator)
-    loss: by_target(Loss)
+    loss: by_target(Loss, ClippedLoss)
+    # how a rollout becomes gradient steps: epochs passes, each in minibatches shuffled parts (PPO);
+    # 1 and 1: one step on the whole rollout (the A2C variants)
+    epochs: int = Field(1, ge=1)
+    minibatches: int = Field(1, ge=1)
+    target_kl: float | None = Field(None, gt=0, description="null: no early stop")
 
     @model_validator(mode="after")
-    def _episodic_is_one_env(self) -> Algo:
+    def _fits_the_rollout(self) -> Algo:
         if self.n_steps is None and self.num_envs != 1:
             raise ValueError(
                 f"algo.num_envs: must be 1 when algo.n_steps is null (whole episodes from one env), got {self.num_envs}"
+            )
+        if self.n_steps is not None and self.minibatches > self.num_envs * self.n_steps:
+            raise ValueError(
+                f"algo.minibatches: must be at most algo.num_envs x algo.n_steps = "
+                f"{self.num_envs * self.n_steps} (the transitions of a rollout), got {self.minibatches}"
             )
         return self
 

@@ -1,10 +1,13 @@
-"""The actor-critic loss: policy-gradient, critic and entropy terms, returned separately.
+"""The actor-critic losses: policy-gradient, critic and entropy terms, returned separately.
 
-The caller sums ``total``; each term is reported under ``losses/`` by the logger.
+``ActorCriticLoss`` is A2C's; ``PPOLoss`` clips the policy's probability ratio (and optionally the
+critic's change) against what the rollout stored at collection. The caller sums ``total``; each term
+is reported under ``losses/`` by the logger.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,6 +37,10 @@ class ActorCriticLoss:
     ``value_loss``: 'mse', or 'huber'/'smooth_l1' (the same loss; ``huber_delta`` 1 is smooth-L1).
     """
 
+    # whether the loss compares with the policy and critic at collection: the collector then stores
+    # log pi_old(a|s), and the Updater passes old_log_probs and old_values
+    needs_old_log_probs = False
+
     def __init__(
         self,
         value_loss: str = "mse",
@@ -60,19 +67,34 @@ class ActorCriticLoss:
     def _reduce(self, x: Tensor, mask: Tensor) -> Tensor:
         return (x * mask).sum(-1) if self.reduction == "sum" else masked_mean(x, mask)
 
+    def critic_per_step(self, values: Tensor, returns: Tensor) -> Tensor:
+        """The critic's loss per transition, before ``vf_coef`` and the reduction."""
+        if self.value_loss == "mse":
+            return F.mse_loss(values, returns, reduction="none")
+        return F.huber_loss(values, returns, reduction="none", delta=self.huber_delta)  # delta=1: smooth-L1
+
     def __call__(
-        self, log_probs: Tensor, entropy: Tensor, values: Tensor, advantages: Tensor, returns: Tensor, mask: Tensor
+        self,
+        log_probs: Tensor,
+        entropy: Tensor,
+        values: Tensor,
+        advantages: Tensor,
+        returns: Tensor,
+        mask: Tensor,
+        old_log_probs: Tensor | None = None,
+        old_values: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Loss terms for flat (B,) tensors, or per member for a population's (P, B) tensors (then the
-        coefficients may be (P,) tensors); ``advantages``/``returns`` carry no gradient."""
+        coefficients may be (P,) tensors); ``advantages``/``returns`` carry no gradient. A2C's
+        gradient is taken at the policy that collected the batch, so ``old_log_probs``/``old_values``
+        (PPO's) are not used."""
         mask = mask.float()
         advantages, returns = advantages.detach(), returns.detach()
         policy = self._reduce(-log_probs * advantages, mask)
-        if self.value_loss == "mse":
-            per_step = F.mse_loss(values, returns, reduction="none")
-        else:  # huber with delta=1 is smooth-L1
-            per_step = F.huber_loss(values, returns, reduction="none", delta=self.huber_delta)
-        value = self.vf_coef * self._reduce(per_step, mask)
+        return self._with_critic_and_entropy(policy, self.critic_per_step(values, returns), entropy, mask)
+
+    def _with_critic_and_entropy(self, policy: Tensor, critic: Tensor, entropy: Tensor, mask: Tensor) -> dict:
+        value = self.vf_coef * self._reduce(critic, mask)
         entropy_mean = masked_mean(entropy, mask)
         entropy_term = -self.ent_coef * self._reduce(entropy, mask)
         return {
@@ -82,3 +104,64 @@ class ActorCriticLoss:
             "total": policy + value + entropy_term,
             "entropy_mean": entropy_mean.detach(),
         }
+
+
+class PPOLoss(ActorCriticLoss):
+    """PPO's clipped surrogate (Schulman et al. 2017) with A2C's critic and entropy terms, over one
+    minibatch (the Updater passes each minibatch to ``targets``: advantages are normalised per minibatch).
+
+    - ``clip_range`` c: the policy term is -min(r A, clip(r, 1 - c, 1 + c) A), with the ratio
+      r = pi(a|s) / pi_old(a|s) against the log-probs stored at collection; null: -r A, unclipped
+      (at r = 1, one epoch of one minibatch, its gradient is A2C's);
+    - ``clip_range_vf`` c_v: the critic's loss per transition is the larger of the plain one and the
+      one of V_old + clip(V - V_old, -c_v, c_v), V_old the value at collection (OpenAI baselines,
+      CleanRL); null: the plain loss;
+    - ``anneal_clip``: both ranges are multiplied by the lr schedule's multiplier (``clip_scale``, set
+      by the Updater each update): with ``lr_schedule=linear``, rl-baselines3-zoo's ``lin_0.2``.
+
+    Besides the terms it returns ``approx_kl`` (mean of (r - 1) - log r, an unbiased estimate of
+    KL(pi_old || pi)) and, when clipping, ``clip_fraction`` (the share of ratios outside [1 - c, 1 + c]).
+    """
+
+    needs_old_log_probs = True
+
+    def __init__(
+        self, clip_range: float | None = 0.2, clip_range_vf: float | None = None, anneal_clip: bool = False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.clip_range, self.clip_range_vf, self.anneal_clip = clip_range, clip_range_vf, anneal_clip
+        self.clip_scale = 1.0
+
+    def __call__(
+        self,
+        log_probs: Tensor,
+        entropy: Tensor,
+        values: Tensor,
+        advantages: Tensor,
+        returns: Tensor,
+        mask: Tensor,
+        old_log_probs: Tensor | None = None,
+        old_values: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Loss terms for flat (B,) tensors; ``old_log_probs`` (and ``old_values`` with value clipping)
+        come from collection and carry no gradient."""
+        mask = mask.float()
+        advantages, returns = advantages.detach(), returns.detach()
+        log_ratio = log_probs - old_log_probs.detach()
+        ratio = log_ratio.exp()
+        surrogate = ratio * advantages
+        if self.clip_range is not None:
+            c = self.clip_range * self.clip_scale
+            surrogate = torch.min(surrogate, ratio.clamp(1.0 - c, 1.0 + c) * advantages)
+        policy = self._reduce(-surrogate, mask)
+        critic = self.critic_per_step(values, returns)
+        if self.clip_range_vf is not None:
+            old_values, c_v = old_values.detach(), self.clip_range_vf * self.clip_scale
+            clipped = old_values + (values - old_values).clamp(-c_v, c_v)
+            critic = torch.max(critic, self.critic_per_step(clipped, returns))
+        terms = self._with_critic_and_entropy(policy, critic, entropy, mask)
+        with torch.no_grad():
+            terms["approx_kl"] = masked_mean((ratio - 1.0) - log_ratio, mask)
+            if self.clip_range is not None:
+                terms["clip_fraction"] = masked_mean(((ratio - 1.0).abs() > c).float(), mask)
+        return terms

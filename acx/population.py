@@ -111,10 +111,20 @@ def group_key(cfg: DictConfig | dict) -> str:
 
 def why_alone(cfg: DictConfig) -> str | None:
     """Why a job cannot join a population (None: it can)."""
+    from hydra.utils import get_class
+
     if cfg.get("resume"):
         return "it resumes a run"
     if cfg.algo.n_steps is None:
         return "the episodic variant collects until each episode ends, which members do at different steps"
+    if cfg.algo.get("epochs", 1) != 1 or cfg.algo.get("minibatches", 1) != 1:
+        return "PPO's minibatch epochs are not stacked yet (algo.epochs x algo.minibatches is not 1 x 1)"
+    try:  # a loss that compares with the policy at collection (PPO's ratio) needs its log-probs stored
+        loss = get_class(str(cfg.algo.loss.get("_target_", "")))
+    except Exception:  # a target that does not import: validation reports it, not this check
+        loss = None
+    if getattr(loss, "needs_old_log_probs", False):
+        return "PPO's clipped loss needs the collecting policy's log-probs, which populations do not store yet"
     if OmegaConf.select(cfg, "hydra.job.chdir"):
         return "hydra.job.chdir=true: members share one working directory"
     target = str(cfg.network.get("_target_", ""))
@@ -812,7 +822,7 @@ def plan_groups(keys: Sequence[str], max_members: int, n_jobs: int) -> list[list
     for i, key in enumerate(keys):
         by_key.setdefault(key, []).append(i)
     parts = {key: math.ceil(len(jobs) / max_members) for key, jobs in by_key.items()}
-    while sum(parts.values()) < n_jobs:
+    while parts and sum(parts.values()) < n_jobs:  # parts is empty when every job runs alone
         # split the group whose populations are largest, while it has more members than populations
         key = max(parts, key=lambda k: len(by_key[k]) / parts[k])
         if len(by_key[key]) < MIN_SPLIT * (parts[key] + 1):

@@ -46,6 +46,7 @@ class Rollout:
     episode_returns: list[float]
     episode_lengths: list[int]
     episode_envs: list[int]  # the env index of each finished episode (a population's env i is member i // N)
+    log_probs: Tensor | None = None  # log pi(a_t|s_t) of the policy that acted, when the loss needs it (PPO)
 
     @property
     def num_transitions(self) -> int:
@@ -63,8 +64,10 @@ class RolloutCollector:
         device: torch.device,
         env_actions: Callable[[np.ndarray], np.ndarray] = lambda a: a,
         initial_capacity: int = 512,
+        store_log_probs: bool = False,
     ):
         self.envs, self.net, self.n_steps, self.device = envs, net, n_steps, device
+        self.store_log_probs = store_log_probs  # PPO's ratio needs log pi_old(a|s); A2C's loss does not
         self.env_actions = env_actions
         self.num_envs = envs.num_envs
         obs, _ = envs.reset()
@@ -90,17 +93,20 @@ class RolloutCollector:
         self.buf_terminated = np.zeros((capacity, n), dtype=bool)
         self.buf_done = np.zeros((capacity, n), dtype=bool)
         self.buf_valid = np.zeros((capacity, n), dtype=bool)
+        self.buf_log_probs = torch.zeros((capacity, n), device=dev) if self.store_log_probs else None
         # one view per time step: row.copy_(x) costs a third of buf[t] = x, whose indexing runs per step
         self.obs_rows, self.action_rows = self.buf_obs.unbind(0), self.buf_actions.unbind(0)
         self.value_rows = self.buf_values.unbind(0)
+        self.log_prob_rows = self.buf_log_probs.unbind(0) if self.store_log_probs else None
 
     BUFFERS = ("buf_obs", "buf_actions", "buf_values", "buf_rewards", "buf_terminated", "buf_done", "buf_valid")
 
     def _grow(self) -> None:
         """Double the storage (episodic rollouts only: an episode longer than the buffer)."""
-        old = [getattr(self, name) for name in self.BUFFERS]
+        names = (*self.BUFFERS, "buf_log_probs") if self.store_log_probs else self.BUFFERS
+        old = [getattr(self, name) for name in names]
         self._alloc(self.capacity * 2)
-        for name, prev in zip(self.BUFFERS, old, strict=True):
+        for name, prev in zip(names, old, strict=True):
             getattr(self, name)[: len(prev)] = prev
 
     def collect(self) -> Rollout:
@@ -114,7 +120,12 @@ class RolloutCollector:
                 self._grow()
             obs_t = self.obs_rows[t].copy_(torch.from_numpy(self.obs))  # the policy reads the stored row
             with torch.inference_mode():
-                action, value = self.net.act(obs_t)
+                if self.store_log_probs:  # the policy that acts is the "old" one of PPO's ratio
+                    pi, value = self.net(obs_t)
+                    action = self.net.policy_head.sample(pi)  # what net.act does, keeping pi
+                    self.log_prob_rows[t].copy_(self.net.policy_head.log_prob(pi, action))
+                else:
+                    action, value = self.net.act(obs_t)
             self.action_rows[t].copy_(action)
             self.value_rows[t].copy_(value)
             action_np = action.cpu().numpy()
@@ -158,6 +169,7 @@ class RolloutCollector:
             episode_returns=returns,
             episode_lengths=lengths,
             episode_envs=finished,
+            log_probs=self.buf_log_probs[:t] if self.store_log_probs else None,
         )
 
     def keep_envs(self, index: np.ndarray, envs) -> None:

@@ -2,9 +2,10 @@
 maybe stop, until the step budget is spent or the stop rule is met.
 
 One loop serves every algorithm variant: they differ only in ``algo.n_steps``/``algo.num_envs`` (when
-to learn) and ``algo.advantage`` (which target). ``open_run`` builds what the config names into a
-``Run``; the run's state (network, optimizers, progress) is one ``RunState`` that checkpoints save
-and ``acx.checkpoint.restore`` restores.
+to learn), ``algo.advantage`` (which target), and for PPO ``algo.loss`` (the clipped surrogate) and
+``algo.epochs``/``algo.minibatches`` (shuffled minibatch steps per rollout). ``open_run`` builds what
+the config names into a ``Run``; the run's state (network, optimizers, progress) is one ``RunState``
+that checkpoints save and ``acx.checkpoint.restore`` restores.
 """
 
 from __future__ import annotations
@@ -256,9 +257,16 @@ def open_run(
     if resume:
         restore(state, resume)
     run = open_records(cfg, config, factory, state, device, resources, started, resume)
-    run.collector = RolloutCollector(envs, net, algo.n_steps, device, factory.env_actions)
+    loss = instantiate(cfg.algo.loss)
+    keep_log_probs = getattr(loss, "needs_old_log_probs", False)  # PPO's ratio: log pi_old(a|s) from collection
+    run.collector = RolloutCollector(
+        envs, net, algo.n_steps, device, factory.env_actions, store_log_probs=keep_log_probs
+    )
     run.estimator = build_estimator(cfg.algo.advantage)
-    run.updater = Updater(net, state.optimizers, instantiate(cfg.algo.loss), algo.max_grad_norm)
+    # epochs x minibatches gradient steps per rollout (PPO); 1 x 1: one step on the whole rollout
+    run.updater = Updater(
+        net, state.optimizers, loss, algo.max_grad_norm, algo.epochs, algo.minibatches, algo.target_kl
+    )
     # conf/lr_schedule: a multiplier of the optimizers' lr as a function of the fraction of total_steps done
     run.lr_schedule = instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None
     run.signals = resources.enter_context(StopSignals())

@@ -339,6 +339,10 @@ def write_report(R: dict, out: Path) -> None:
     }
     for key, value in fields.items():
         text = text.replace("{" + key + "}", value)
+    previous = (out / "benchmarks.md").read_text() if (out / "benchmarks.md").exists() else ""
+    marker = "<!-- PPO: written by bench/ppo.py -->"  # bench/ppo.py's section: kept as it wrote it
+    if marker in previous:
+        text = text.rstrip("\n") + "\n\n" + marker + previous.split(marker, 1)[1]
     (out / "benchmarks.md").write_text(text)
     chart(R, tp, (ap, sp, ep), (a_sec, s_sec), out / "benchmarks.png")
 

@@ -96,7 +96,7 @@ def test_train_writes_checkpoints_summary_and_metrics(run_dir: Path):
 
 
 def short_budget(experiment: str) -> list[str]:
-    if "pong" in experiment:  # 50 envs x 4 steps per update; short game for the final eval
+    if "pong" in experiment or "atari" in experiment:  # many envs per update; short game for the final eval
         return ["total_steps=400", "eval.episodes=1", "env.max_episode_frames=400"]
     return ["total_steps=2000"]
 
@@ -110,7 +110,7 @@ def test_every_preset_runs(run_dir: Path, experiment: str):
     assert load_checkpoint(summary["checkpoint"])["meta"]["config"]["seed"] == cfg.seed
 
 
-@pytest.mark.parametrize("algo", ["episodic", "td0", "nstep"])
+@pytest.mark.parametrize("algo", ["episodic", "td0", "nstep", "ppo"])
 def test_same_seed_same_run(tmp_path: Path, algo: str):
     def run(name: str):
         cfg = compose_train([f"algo={algo}", *FAST, "total_steps=3000", "seed=7"], tmp_path / name)

@@ -12,7 +12,7 @@ from tests.conftest import FAST, ROOT, run_acx
 
 BAD_CONFIGS = [
     (["env.id=CartPol-v1"], "did you mean CartPole-v1"),
-    (["algo=nonexistent"], "algo=nonexistent: no such option; choose from episodic, nstep, td0"),
+    (["algo=nonexistent"], "algo=nonexistent: no such option; choose from episodic, nstep, ppo, td0"),
     (["-m", "algo=td0,nstep,bogus"], "algo=bogus: no such option"),
     (["logger=[tensorboard,wandbb]"], "logger=wandbb: no such option"),
     (["algo.gamma=0"], "algo.gamma: must be in (0, 1]"),
