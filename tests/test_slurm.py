@@ -181,3 +181,22 @@ def test_job_past_its_time_limit_signal_is_requeued_and_finishes(slurm: SlurmClu
     resumes = [int(line.rsplit("env step ", 1)[1].replace(",", "")) for line in logs.splitlines()
                if line.startswith("acx: SLURM requeued this job")]  # fmt: skip
     assert stops and stops == resumes and len(stops) <= requeues, (stops, resumes, states)
+
+
+def test_population_launcher_trains_each_population_as_an_array_task(slurm: SlurmCluster, tmp_path: Path):
+    """``hydra/launcher=population hydra.launcher.backend=slurm``: 4 seeds in populations of 2, each one
+    task of one SLURM job array; the 4 usual run folders, and sacct shows both tasks completed."""
+    proc = run_acx(
+        "train", "-m", "hydra/launcher=population", "hydra.launcher.backend=slurm", "hydra.launcher.max_members=2",
+        "hydra.launcher.slurm.mem=1G", "hydra.launcher.slurm.time=5", "seed=0,1,2,3", *FAST, "total_steps=2000",
+        f"hydra.sweep.dir={tmp_path}", env=slurm.env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:] + job_logs(tmp_path)[-3000:]
+    runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/summary.json"))}
+    assert sorted(runs) == [f"{i}_CartPole-v1_nstep_s{i}" for i in range(4)]
+    assert [s["seed"] for s in runs.values()] == [0, 1, 2, 3] and all(s["env_steps"] >= 2000 for s in runs.values())
+    (script,) = tmp_path.glob(".submitit/*/*_submission.sh")
+    assert "#SBATCH --array=0-1" in script.read_text()  # one sbatch: 2 populations
+    array = script.parent.name
+    states = wait_for_accounting(slurm, array, lambda s: len(s) == 2 and all(st == "COMPLETED" for _, st in s))
+    assert sorted(states) == [(f"{array}_{i}", "COMPLETED") for i in range(2)], states

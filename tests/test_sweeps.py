@@ -158,6 +158,27 @@ def test_ray_launcher_on_a_ray_head(ray_head, tmp_path: Path):
         assert summary["checkpoint"] in worker_logs, name
 
 
+def test_population_launcher_trains_each_population_as_a_ray_task(ray_head, tmp_path: Path):
+    """``hydra/launcher=population hydra.launcher.backend=ray``: 4 seeds in populations of 2, each one Ray
+    task on the head; the 4 usual run folders, trained in the head's workers."""
+    address, env, temp_dir = ray_head
+    proc = run_acx(
+        "train", "-m", "hydra/launcher=population", "hydra.launcher.backend=ray",
+        f"hydra.launcher.ray.address={address}", "hydra.launcher.max_members=2", "seed=0,1,2,3", *TINY,
+        f"hydra.sweep.dir={tmp_path}", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    output = proc.stdout + proc.stderr
+    assert f"Connecting to existing Ray cluster at address: {address}" in output
+    assert "Population launcher: 2 populations as Ray tasks" in output
+    runs = summaries(tmp_path)
+    assert sorted(runs) == [f"{i}_CartPole-v1_nstep_s{i}" for i in range(4)]
+    assert [s["seed"] for s in runs.values()] == [0, 1, 2, 3] and all(s["env_steps"] >= 2000 for s in runs.values())
+    worker_logs = "".join(p.read_text(errors="replace") for p in temp_dir.glob("session_*/logs/worker-*.out"))
+    for name, summary in runs.items():  # each member's last line came from a worker of the head
+        assert summary["checkpoint"] in worker_logs, name
+
+
 @pytest.mark.slow
 def test_ray_launcher_starts_a_local_instance(tmp_path: Path):
     pytest.importorskip("ray", reason="needs the ray extra: pip install -e '.[ray]'")

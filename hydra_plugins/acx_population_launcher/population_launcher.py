@@ -8,6 +8,11 @@ shape of the computation (``acx.population.group_key``), and trains each group, 
 by side. A job that cannot join a population (a resume, the episodic variant, a CNN) runs on its own,
 as the basic launcher runs it, after one line saying why. Each job returns its value
 (``optimized_metric``) to the sweeper, so an Optuna batch trains as one population.
+
+``backend`` says where the populations train: ``local`` (processes on this machine), ``slurm`` (each
+population one task of a SLURM job array, submitted with submitit's ``SlurmExecutor``) or ``ray`` (each
+population one Ray task, on a local instance or a cluster). So a sweep of thousands of seeds trains
+as populations on many machines. Jobs that run on their own run where acx runs, as with ``local``.
 """
 
 from __future__ import annotations
@@ -87,8 +92,19 @@ class SweepConfigs:
 class PopulationLauncher(Launcher):
     """Launch a batch of jobs as populations; ``n_jobs`` processes (-1: one per core) run them."""
 
-    def __init__(self, max_members: int = 64, n_jobs: int = -1) -> None:
-        self.max_members, self.n_jobs = int(max_members), int(n_jobs)
+    BACKENDS = ("local", "slurm", "ray")
+
+    def __init__(
+        self,
+        max_members: int = 64,
+        n_jobs: int = -1,
+        backend: str = "local",
+        slurm: dict | None = None,
+        ray: dict | None = None,
+    ) -> None:
+        self.max_members, self.n_jobs, self.backend = int(max_members), int(n_jobs), backend
+        self.slurm = OmegaConf.to_container(OmegaConf.create(slurm or {}), resolve=True)
+        self.ray = OmegaConf.to_container(OmegaConf.create(ray or {}), resolve=True)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -132,13 +148,38 @@ class PopulationLauncher(Launcher):
         resolved = OmegaConf.to_container(task_cfg, resolve=True)  # while this job's Hydra config is set
         return ret, resolved
 
+    def _run_remote(self, args: list[tuple], sweep_dir: Path) -> list[list[Any]]:
+        """Each population's ``run_group`` as a SLURM array task or a Ray task; their results in order."""
+        from acx.population import run_group
+
+        if self.backend == "slurm":
+            import submitit
+
+            executor = submitit.SlurmExecutor(folder=str(sweep_dir.absolute() / ".submitit" / "%j"))
+            executor.update_parameters(**{k: v for k, v in self.slurm.items() if v is not None})
+            jobs = executor.map_array(run_group, *zip(*args, strict=True))
+            log.info(f"Population launcher: {len(jobs)} populations as SLURM job array {jobs[0].job_id.split('_')[0]}")
+            return [job.result() for job in jobs]
+        import ray
+
+        from hydra_plugins.acx_ray_launcher.ray_launcher import connect
+
+        connect(self.ray.get("address"), self.ray.get("init") or {})
+        remote = ray.remote(run_group).options(**(self.ray.get("remote") or {}))
+        log.info(f"Population launcher: {len(args)} populations as Ray tasks")
+        return ray.get([remote.remote(*a) for a in args])
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from acx.errors import AcxError
+        from acx.errors import AcxError, ConfigError
         from acx.population import group_key, plan_groups, run_group, why_alone
         from acx.runs import objective_value
         from acx.signals import Interrupted
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        if self.backend not in self.BACKENDS:
+            raise ConfigError(
+                f"hydra.launcher.backend={self.backend}: no such backend; choose from {', '.join(self.BACKENDS)}"
+            )
         setup_globals()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +196,8 @@ class PopulationLauncher(Launcher):
         prepared = {i: self._prepare(configs[i]) for i in together}
         HydraConfig.instance().cfg = original_hydra_cfg
         keys = [group_key(prepared[i][1]) for i in together]
-        n_jobs = self.n_jobs if self.n_jobs > 0 else os.cpu_count() or 1
+        # populations at once: -1 is one per core here, and on a cluster no split beyond max_members
+        n_jobs = self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1) if self.backend == "local" else 1
         groups = [[together[j] for j in g] for g in plan_groups(keys, self.max_members, n_jobs)]
         sizes = ", ".join(str(len(g)) for g in groups)
         log.info(
@@ -168,7 +210,10 @@ class PopulationLauncher(Launcher):
         ]
         outcomes: dict[int, Any] = {}
         try:
-            if len(groups) <= 1 or n_jobs == 1:
+            if self.backend != "local" and groups:
+                for g, result in zip(groups, self._run_remote(args, sweep_dir), strict=True):
+                    outcomes.update(zip(g, result, strict=True))
+            elif len(groups) <= 1 or n_jobs == 1:
                 for g, a in zip(groups, args, strict=True):
                     outcomes.update(zip(g, run_group(*a), strict=True))
             else:

@@ -51,6 +51,26 @@ def execute_job(
     )
 
 
+def connect(address: str | None, init_kwargs: dict[str, Any]) -> None:
+    """``ray.init`` once: on a local instance (``address`` None) or on the cluster at ``address``."""
+    try:
+        import ray
+    except ImportError:
+        from acx.errors import ConfigError
+
+        raise ConfigError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
+    if ray.is_initialized():
+        return
+    kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+    if address:  # a cluster owns its resources: num_cpus & co. are for a local instance only
+        for key in ("num_cpus", "num_gpus", "object_store_memory", "include_dashboard"):
+            kwargs.pop(key, None)
+    ray.init(address=address or None, **kwargs)
+    resources = ray.cluster_resources()
+    where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+    log.info(f"Ray: jobs run on {where} ({resources.get('CPU', 0):g} CPUs, {len(ray.nodes())} nodes)")
+
+
 class RayLauncher(Launcher):
     """Launch every job of a batch as a Ray task and wait for all of them."""
 
@@ -66,23 +86,7 @@ class RayLauncher(Launcher):
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def _connect(self) -> None:
-        try:
-            import ray
-        except ImportError:
-            from acx.errors import ConfigError
-
-            raise ConfigError("hydra/launcher=ray needs Ray: pip install -e '.[ray]'") from None
-
-        if ray.is_initialized():
-            return
-        kwargs = {k: v for k, v in self.init_kwargs.items() if v is not None}
-        if self.address:  # a cluster owns its resources: num_cpus & co. are for a local instance only
-            for key in ("num_cpus", "num_gpus", "object_store_memory", "include_dashboard"):
-                kwargs.pop(key, None)
-        ray.init(address=self.address or None, **kwargs)
-        resources = ray.cluster_resources()
-        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
-        log.info(f"Ray: jobs run on {where} ({resources.get('CPU', 0):g} CPUs, {len(ray.nodes())} nodes)")
+        connect(self.address, self.init_kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
