@@ -272,18 +272,23 @@ def plot_improvements(improvements: dict[str, Estimate], colors: list[str], path
     return fig
 
 
-def method_matrices(groups: dict[str, list[RunRecord]], normalized: bool) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Per method, its final eval returns as a (runs x envs) matrix (normalised if asked: random 0,
-    reference 1), the first n seeds of each env where the envs have different numbers; and notes."""
-    by_method: dict[str, dict[str | None, list[float]]] = {}
+def final_returns(groups: dict[str, list[RunRecord]]) -> dict[str, dict[str | None, np.ndarray]]:
+    """Per method, per env: the final eval returns of its runs (those that have one)."""
+    per_method: dict[str, dict[str | None, np.ndarray]] = {}
     for label, runs in groups.items():
         finals = [r.final_eval for r in runs if r.final_eval is not None]
         if finals:
-            env = _env_of(runs)
-            values = normalize(finals, env) if normalized else np.asarray(finals)
-            by_method.setdefault(method_of(label), {})[env] = list(values)
+            per_method.setdefault(method_of(label), {})[_env_of(runs)] = np.asarray(finals)
+    return per_method
+
+
+def method_matrices(groups: dict[str, list[RunRecord]], normalized: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Per method, its final eval returns as a (runs x envs) matrix (normalised if asked: random 0,
+    reference 1), the first n seeds of each env where the envs have different numbers; and notes."""
     matrices, notes = {}, []
-    for method, per_env in by_method.items():
+    for method, per_env in final_returns(groups).items():
+        if normalized:
+            per_env = {env: normalize(values, env) for env, values in per_env.items()}
         n = min(len(v) for v in per_env.values())
         if any(len(v) != n for v in per_env.values()):
             notes.append(f"`{method}`: its envs have different numbers of runs; the first {n} of each are used.")
@@ -308,11 +313,7 @@ def pick_baseline(methods: list[str], baseline: str | None) -> str:
 def improvements_over(groups: dict[str, list[RunRecord]], baseline: str, reps: int, seed: int) -> dict[str, Estimate]:
     """P(X > baseline) of each other method over the envs both have (raw final returns: the probability
     compares runs within an env, so it needs no normalisation)."""
-    per_method: dict[str, dict[str | None, np.ndarray]] = {}
-    for label, runs in groups.items():
-        finals = [r.final_eval for r in runs if r.final_eval is not None]
-        if finals:
-            per_method.setdefault(method_of(label), {})[_env_of(runs)] = np.asarray(finals)
+    per_method = final_returns(groups)
     pairs = {}
     for method, per_env in per_method.items():
         envs = [e for e in per_env if e in per_method[baseline]]

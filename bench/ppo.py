@@ -30,10 +30,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.compare import cpu_name, median_min_max, run, versions  # the A2C bench's helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLVED = {"cartpole": 475.0, "pendulum": -200.0}
@@ -145,20 +146,6 @@ def first_solve(curve: list, threshold: float) -> tuple[int, float] | None:
     return next(((steps, secs) for steps, secs, ret in curve if ret >= threshold), None)
 
 
-def median_min_max(xs: list[float], fmt: str) -> str:
-    if not xs:
-        return "-"
-    return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
-
-
-def run(cmd: list[str]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def bench(args: argparse.Namespace) -> dict:
     here = [sys.executable, "bench/ppo.py"]
     sb3 = [args.sb3_python, "bench/ppo.py"]
@@ -188,28 +175,6 @@ def bench(args: argparse.Namespace) -> dict:
         }
     ]
     return R
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def versions(python: str) -> str:
-    code = (
-        "import importlib.metadata as m, platform\n"
-        "def v(p):\n"
-        "    try: return m.version(p)\n"
-        "    except m.PackageNotFoundError: return '-'\n"
-        "names = ('torch', 'gymnasium', 'numpy', 'stable-baselines3')\n"
-        "print('python ' + platform.python_version(), *(f'{p} {v(p)}' for p in names if v(p) != '-'), sep=', ')"
-    )
-    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
 
 
 def section(R: dict) -> str:
