@@ -17,7 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from acx.checkpoint import check_fits_env, load_weights
+from acx.envs import add_import_path
 from acx.networks import ActorCritic
+from acx.normalize import ObsNormalizer, RewardNormalizer
 from acx.optim import Optimizer
 
 
@@ -29,13 +31,22 @@ def seed_everything(seed: int) -> None:
 
 
 def build_env_factory(env_cfg: Mapping[str, Any]):
-    """The env factory that ``conf/env/*.yaml`` describes (its spaces are known once built)."""
-    return instantiate(env_cfg)
+    """The env factory that ``conf/env/*.yaml`` describes (its spaces are known once built); its
+    ``wrappers`` are given to it as configs, each built around an env later."""
+    return instantiate(env_cfg, _recursive_=False)
 
 
-def build_network(network_cfg: Mapping[str, Any], factory, device: torch.device) -> ActorCritic:
-    """The network ``conf/network/*.yaml`` describes, for the factory's spaces, on ``device``."""
+def build_network(
+    network_cfg: Mapping[str, Any], factory, device: torch.device, normalize: Mapping[str, Any] | None = None
+) -> ActorCritic:
+    """The network ``conf/network/*.yaml`` describes, for the factory's spaces, on ``device``, with the
+    running statistics that ``normalize`` switches on (``acx.normalize``) among its buffers."""
     net = instantiate(network_cfg, observation_space=factory.observation_space, action_space=factory.action_space)
+    if normalize and normalize.get("obs"):
+        shape = tuple(factory.observation_space.shape)
+        net.obs_norm = ObsNormalizer(shape, normalize.get("clip_obs", 10.0), normalize.get("epsilon", 1e-8))
+    if normalize and normalize.get("reward"):
+        net.reward_norm = RewardNormalizer(normalize.get("clip_reward", 10.0), normalize.get("epsilon", 1e-8))
     return net.to(device)
 
 
@@ -45,9 +56,11 @@ def build_from_checkpoint(ckpt: dict[str, Any], device: torch.device, env_id: st
     run_cfg = OmegaConf.create(ckpt["meta"]["config"])
     if env_id:
         run_cfg.env.id = env_id
+    add_import_path(ckpt["meta"].get("env_module_path"))  # where a user's env module was imported from
     factory = build_env_factory(run_cfg.env)
     check_fits_env(ckpt, factory)
-    return factory, load_weights(build_network(run_cfg.network, factory, device), ckpt)
+    net = build_network(run_cfg.network, factory, device, run_cfg.get("normalize"))
+    return factory, load_weights(net, ckpt)
 
 
 def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, Optimizer]:

@@ -81,6 +81,14 @@ class GymEnv(Schema):
     vectorization: Literal["auto", "sync", "async", "vector_entry_point", "envpool"] = "auto"
     max_episode_steps: int | None = Field(None, ge=1, description="null: the env's registered time limit")
     reward_threshold: float | None = None
+    wrappers: list[dict[str, Any]] = []
+
+    @model_validator(mode="after")
+    def _wrappers_have_targets(self) -> GymEnv:
+        for i, wrapper in enumerate(self.wrappers):
+            if "_target_" not in wrapper:
+                raise ValueError(f"env.wrappers[{i}]: needs a _target_ (a Gymnasium wrapper class), got {wrapper}")
+        return self
 
 
 class AtariEnv(Schema):
@@ -323,6 +331,14 @@ class TensorBoardLogger(Schema):
 # ---- the train and eval configs ------------------------------------------------------------------
 
 
+class Normalize(Schema):
+    obs: bool = False
+    reward: bool = False
+    clip_obs: float = Field(10.0, gt=0)
+    clip_reward: float = Field(10.0, gt=0)
+    epsilon: float = Field(1e-8, gt=0)
+
+
 class Eval(Schema):
     every_steps: int = Field(ge=1)
     episodes: int = Field(ge=1)
@@ -351,9 +367,11 @@ class TrainConfig(Schema):
     task_name: str
     run_name: str
     seed: int = Field(ge=0)
+    tuned_from: str | None = None
     resume: str | None = None
     total_steps: int = Field(ge=1)
     optimized_metric: Literal[OBJECTIVES] = "best_eval_return"
+    normalize: Normalize = Normalize()
     eval: Eval
     checkpoint: Checkpoint
     log: Log

@@ -11,8 +11,12 @@ observations, rewards and episode ends against Gymnasium's envs.
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.util
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -25,13 +29,99 @@ class UnknownEnvError(ConfigError):
     """An env id that Gymnasium does not know."""
 
 
-def check_env_id(env_id: str) -> None:
+def check_env_id(env_id: str, module: str | None = None) -> None:
     """Raise a one-line error with close registered ids if ``env_id`` is unknown."""
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UnknownEnvError(f"env.id={env_id!r} is not a registered Gymnasium environment{hint}")
+    where = f"registered by importing {module!r}" if module else "a registered Gymnasium environment"
+    if not module and ":" not in env_id and not close:
+        hint = "; an env of your own: env.id=<module>:<EnvId>, the module registering it"
+    raise UnknownEnvError(f"env.id={env_id!r} is not {where}{hint}")
+
+
+def split_env_id(env_id: str) -> tuple[str | None, str]:
+    """Gymnasium's ``module:EnvId``: the module to import first (None if none) and the registered id."""
+    module, sep, name = env_id.rpartition(":")
+    return (module, name) if sep else (None, env_id)
+
+
+def import_env_module(module: str, env_id: str) -> Path | None:
+    """Import the module that registers a user's env (as ``gym.make("module:EnvId")`` does); one line
+    naming the module and the error if it fails. Returns the folder it was imported from (the
+    ``sys.path`` entry), which checkpoints record so that ``acx eval`` finds it from anywhere."""
+    # from the folder acx runs in, as `python -m` and a script calling gym.make would (appended: an
+    # installed package of the same name wins); PWD too, for launcher workers that start elsewhere
+    for folder in (str(Path.cwd()), os.environ.get("PWD")):
+        add_import_path(folder)
+    try:
+        imported = importlib.import_module(module)
+    except Exception as exc:  # not found, or the module itself raised
+        detail = str(exc).splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(
+            f"env.id={env_id!r}: cannot import module {module!r} ({type(exc).__name__}: {detail})"
+        ) from None
+    file = getattr(imported, "__file__", None)
+    if not file:
+        return None
+    depth = module.count(".") + (Path(file).name == "__init__.py")
+    return Path(file).resolve().parents[depth]
+
+
+def add_import_path(folder: str | None) -> None:
+    """Let an env module be imported from ``folder`` (a checkpoint's record of where it was found)."""
+    if folder and Path(folder).is_dir() and folder not in sys.path:
+        sys.path.append(folder)
+
+
+class OneHot(gym.ObservationWrapper):
+    """Discrete observations (FrozenLake, Taxi) as float32 one-hot vectors, as SB3 encodes them."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.n, self.start = int(env.observation_space.n), int(env.observation_space.start)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (self.n,), np.float32)
+
+    def observation(self, observation):
+        onehot = np.zeros(self.n, dtype=np.float32)
+        onehot[int(observation) - self.start] = 1.0
+        return onehot
+
+
+class Wrap:
+    """``env.wrappers``: Gymnasium wrappers (``_target_`` configs, applied in order, the first one
+    innermost), as rl-baselines3-zoo's ``env_wrapper``; a picklable callable for ``gym.make_vec``."""
+
+    def __init__(self, wrappers: Sequence[Mapping[str, Any]], one_hot: bool = False):
+        self.wrappers, self.one_hot = [dict(w) for w in wrappers], one_hot
+
+    def __call__(self, env: gym.Env) -> gym.Env:
+        from hydra.errors import InstantiationException
+        from hydra.utils import instantiate
+
+        for i, wrapper in enumerate(self.wrappers):
+            try:
+                env = instantiate(wrapper, env=env)
+            except InstantiationException as exc:
+                cause = exc.__cause__ or exc
+                raise ConfigError(f"env.wrappers[{i}]: {str(cause).strip().splitlines()[0]}") from None
+        return OneHot(env) if self.one_hot else env
+
+    def __bool__(self) -> bool:
+        return bool(self.wrappers) or self.one_hot
+
+
+def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """One line naming the space for what acx cannot train on: observations that are not Box or
+    Discrete (Tuple, Dict, ...), actions that are not Discrete or Box."""
+    if not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise ConfigError(
+            f"env: {env_id} has {observation_space} observations; acx trains on Box and Discrete observations "
+            "(a Tuple or Dict space: flatten it with env.wrappers=[{_target_: gymnasium.wrappers.FlattenObservation}])"
+        )
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ConfigError(f"env: {env_id} has {action_space} actions; acx supports Discrete and Box actions")
 
 
 def _cartpole_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:
@@ -176,26 +266,44 @@ class GymEnvFactory:
         vectorization: str = "auto",
         max_episode_steps: int | None = None,
         reward_threshold: float | None = None,
+        wrappers: Sequence[Mapping[str, Any]] | None = None,
     ):
+        from omegaconf import OmegaConf  # the config's nodes as plain data (built with _recursive_=False)
+
+        kwargs, wrappers = (OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
+                            for x in (kwargs, wrappers))  # fmt: skip
+        module, name = split_env_id(id)
+        # a user's env: env.id=my_pkg.envs:Maze-v0 imports my_pkg.envs (which registers Maze-v0) first
+        self.module = module
+        self.module_path = import_env_module(module, id) if module else None
         # importing acx.atari registers ALE's ids with Gymnasium; an id Gymnasium already knows as a
         # non-ALE env (CartPole) needs no ale-py import (~6 MiB of memory, ~0.06 s of start-up)
-        if id not in gym.registry or str(gym.spec(id).entry_point).startswith("ale_py"):
+        if name not in gym.registry or str(gym.spec(name).entry_point).startswith("ale_py"):
             from acx.atari import is_atari_id
 
-            if is_atari_id(id):  # raw 210x160 RGB frames: Atari needs the preprocessing of env=atari
-                raise ConfigError(f"env.id={id!r} is an Atari game: train it with env=atari env.id={id}")
-        check_env_id(id)
-        self.id = id
+            if is_atari_id(name):  # raw 210x160 RGB frames: Atari needs the preprocessing of env=atari
+                raise ConfigError(f"env.id={id!r} is an Atari game: train it with env=atari env.id={name}")
+        check_env_id(name, module)
+        self.id = name  # the registered id (summaries, reports, reference scores)
+        self.make_id = id  # what gym.make is given: with its module, so that subprocess envs import it too
         self.kwargs = dict(kwargs or {})
         if vectorization == "envpool":
-            check_envpool(id, self.kwargs)
+            if module or wrappers:
+                raise ConfigError("env.vectorization=envpool runs envpool's own envs: no env module or wrappers")
+            check_envpool(name, self.kwargs)
         self.vectorization = vectorization
         self.max_episode_steps = max_episode_steps
-        self.spec = gym.spec(id)
+        self.spec = gym.spec(name)
+        self.wrap = Wrap(wrappers or [])
         try:
             probe = self.make_single()
-        except TypeError as exc:  # a keyword the env's constructor does not take
+        except TypeError as exc:  # a keyword the env's constructor (or a wrapper's) does not take
             raise ConfigError(f"env.kwargs: {id} does not take them ({exc})") from None
+        check_spaces(name, probe.observation_space, probe.action_space)
+        if isinstance(probe.observation_space, gym.spaces.Discrete):  # FrozenLake, Taxi: one-hot encoded
+            self.wrap.one_hot = True
+            probe.close()
+            probe = self.make_single()
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         self.episode_limit = probe.spec.max_episode_steps if probe.spec else None
@@ -206,8 +314,8 @@ class GymEnvFactory:
     def _mode(self) -> str:
         if self.vectorization != "auto":
             return self.vectorization
-        # a native vector env (CartPole's) steps all copies in one NumPy call
-        return "vector_entry_point" if self.spec.vector_entry_point else "sync"
+        # a native vector env (CartPole's) steps all copies in one NumPy call; it takes no wrappers
+        return "vector_entry_point" if self.spec.vector_entry_point and not self.wrap else "sync"
 
     def make_vector(self, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
         """``num_envs`` copies in one vector env with next-step autoreset, reset with ``seed``."""
@@ -226,7 +334,11 @@ class GymEnvFactory:
         kwargs = dict(self.kwargs)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
-        envs = gym.make_vec(self.id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
+        if self.wrap:
+            if mode == "vector_entry_point":
+                raise ConfigError(f"env.vectorization=vector_entry_point: {self.id}'s vector env takes no wrappers")
+            kwargs["wrappers"] = [self.wrap]
+        envs = gym.make_vec(self.make_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
         envs.reset(seed=seed)
         envs.action_space.seed(seed)
         return envs
@@ -236,7 +348,10 @@ class GymEnvFactory:
         kwargs = dict(self.kwargs)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
-        return gym.make(self.id, render_mode=render_mode, **kwargs)
+        if render_mode is not None:  # an env of a user's own may take no render_mode at all
+            kwargs["render_mode"] = render_mode
+        env = gym.make(self.make_id, **kwargs)
+        return self.wrap(env) if self.wrap else env
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """What the env is sent for sampled actions: Box actions clipped to the space's bounds."""

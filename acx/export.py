@@ -38,6 +38,7 @@ class DeterministicPolicy(nn.Module):
     def __init__(self, net: ActorCritic, action_space: gym.Space):
         super().__init__()
         self.encoder, self.head = net.actor_encoder, net.policy_head
+        self.obs_norm = net.obs_norm  # normalize.obs: the graph normalises its input with the run's statistics
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if not self.discrete:
             shape = (1, *action_space.shape)
@@ -45,7 +46,9 @@ class DeterministicPolicy(nn.Module):
             self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32).reshape(shape))
 
     def forward(self, observation: Tensor) -> Tensor:
-        if observation.dtype != torch.uint8:  # uint8 frames stay uint8: the CNN scales them itself
+        if self.obs_norm is not None:
+            observation = self.obs_norm(observation)
+        elif observation.dtype != torch.uint8:  # uint8 frames stay uint8: the CNN scales them itself
             observation = observation.to(torch.float32)
         out = self.head(self.encoder(observation))
         if self.discrete:

@@ -195,6 +195,19 @@ class ActorCritic(nn.Module):
         self.critic_encoder = critic_encoder  # None: the critic reads the actor's trunk
         self.policy_head = policy_head
         self.value_head = value_head
+        # normalize.obs / normalize.reward (acx.normalize): running statistics kept as buffers here, so
+        # that checkpoints, resume, evaluation, replay and export all carry them with the weights
+        self.obs_norm: nn.Module | None = None
+        self.reward_norm: nn.Module | None = None
+
+    def inputs(self, obs: Tensor) -> Tensor:
+        """What the encoders read: observations normalised (``normalize.obs``), else as float32 (a
+        float64 Box, MuJoCo's) or as they are (float32, and uint8 frames the CNN scales itself)."""
+        if self.obs_norm is not None:
+            return self.obs_norm(obs)
+        if obs.dtype == torch.float32 or obs.dtype == torch.uint8:
+            return obs
+        return obs.to(next(self.value_head.parameters()).dtype)  # float32, unless the net was made .double()
 
     @property
     def shared(self) -> bool:
@@ -202,11 +215,13 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: Tensor):
         """Policy output (log-probs, or mean and log-std) and V(s) for a batch of observations."""
+        obs = self.inputs(obs)
         features = self.actor_encoder(obs)
         critic_features = features if self.critic_encoder is None else self.critic_encoder(obs)
         return self.policy_head(features), self.value_head(critic_features).squeeze(-1)
 
     def value(self, obs: Tensor) -> Tensor:
+        obs = self.inputs(obs)
         encoder = self.actor_encoder if self.critic_encoder is None else self.critic_encoder
         return self.value_head(encoder(obs)).squeeze(-1)
 
@@ -217,7 +232,7 @@ class ActorCritic(nn.Module):
 
     def action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """The action alone, without the critic's pass (evaluation and replay need no V(s))."""
-        pi = self.policy_head(self.actor_encoder(obs))
+        pi = self.policy_head(self.actor_encoder(self.inputs(obs)))
         return self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)
 
     def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:

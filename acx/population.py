@@ -49,6 +49,7 @@ from acx.errors import AcxError, NonFiniteError
 from acx.evaluate import evaluate_vector
 from acx.losses import masked_mean
 from acx.networks import ActorCritic, CategoricalHead, GaussianHead
+from acx.normalize import RunningMeanStd
 from acx.record import Every
 from acx.rollout import Rollout, RolloutCollector
 from acx.signals import Interrupted, StopSignals
@@ -204,6 +205,12 @@ def stack_networks(nets: Sequence[ActorCritic], generators: list[torch.Generator
             replacement = StackedLinear(layers) if isinstance(module, nn.Linear) else StackedLayerNorm(layers)
             parent, _, child = name.rpartition(".")
             stacked.get_submodule(parent)._modules[child] = replacement
+        elif isinstance(module, RunningMeanStd):  # normalisation statistics: one row per member
+            stats = RunningMeanStd(tuple(module.mean.shape), members=len(nets))
+            for key in ("mean", "var", "count"):
+                getattr(stats, key).copy_(torch.stack([getattr(n.get_submodule(name), key) for n in nets]))
+            parent, _, child = name.rpartition(".")
+            stacked.get_submodule(parent)._modules[child] = stats
         elif type(module) is CategoricalHead:
             module.__class__ = StackedCategoricalHead  # the same module, with a stacked sampler
         elif type(module) is GaussianHead:
@@ -214,6 +221,13 @@ def stack_networks(nets: Sequence[ActorCritic], generators: list[torch.Generator
             raise Unsupported(f"network layer {type(module).__name__}: populations stack Linear and LayerNorm layers")
     set_generators(stacked, generators)
     return stacked
+
+
+def select_statistics(net: nn.Module, index: Tensor) -> None:
+    """The members at ``index`` of every stacked normalisation statistic of ``net``."""
+    for module in net.modules():
+        if isinstance(module, RunningMeanStd):
+            module.select(index)
 
 
 class FlatPopulation(nn.Module):
@@ -459,7 +473,10 @@ class Population:
         return x.reshape(steps, members, self.num_envs, *x.shape[2:]).transpose(0, 1).flatten(1, 2)
 
     def estimate(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
-        rewards = rollout.rewards * self.reward_scale
+        rewards = rollout.rewards
+        if self.net.reward_norm is not None:  # each member's rewards by its own running return std
+            rewards = self.net.reward_norm(rewards, rollout.done, rollout.valid, self.gamma)
+        rewards = rewards * self.reward_scale
         extra = {"gae_lambda": self.gae_lambda} if self.gae_lambda is not None else {}
         return self.estimator(
             rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=self.gamma, **extra
@@ -512,6 +529,8 @@ class Population:
             stats["train/policy_std"] = std.detach().flatten(1).mean(1)
         rows = {k: v.tolist() if isinstance(v, Tensor) else v for k, v in stats.items()}
         per_member = [{k: v[i] for k, v in rows.items()} for i in range(len(self.members))]
+        if self.net.obs_norm is not None:  # each member's statistics take in its own envs' observations
+            self.net.obs_norm.update(rollout.obs, rollout.valid)
         failed = []
         if not all(finite):
             for i, ok in enumerate(finite):
@@ -545,6 +564,7 @@ class Population:
                             opt.state[p][name] = value.index_select(0, index)
                 group["lr"] = [group["lr"][i] for i in rows]
                 group["initial_lr"] = [group["initial_lr"][i] for i in rows]
+            select_statistics(self.net, index)
         self.scalars = {k: [v[i] for i in rows] for k, v in self.scalars.items()}
         self.members = [self.members[i] for i in rows]
         set_generators(self.net, [m.generator for m in self.members])
@@ -554,6 +574,8 @@ class Population:
         if self.members:
             env_rows = np.concatenate([np.arange(r * self.num_envs, (r + 1) * self.num_envs) for r in rows])
             self.collector.keep_envs(env_rows, MemberEnvs([m.envs for m in self.members]))
+            if self.net.reward_norm is not None:
+                self.net.reward_norm.keep_columns(torch.as_tensor(env_rows, device=self.device))
 
     def subset(self, rows: list[int]) -> FlatPopulation:
         """The members at ``rows`` alone, as a copy of their rows of the stacked network (an
@@ -567,6 +589,7 @@ class Population:
         with torch.no_grad():
             for p in sub.parameters():
                 p.data = p.data.index_select(0, index)
+            select_statistics(sub, index)
         set_generators(sub, [self.members[row].generator for row in rows])
         return FlatPopulation(sub, len(rows))
 
@@ -600,6 +623,11 @@ class Population:
                         own.state[mine] = {
                             k: v.clone() if k == "step" else v[row].clone() for k, v in opt.state[stacked].items()
                         }
+            for name, stats in self.net.named_modules():  # normalisation statistics: its row
+                if isinstance(stats, RunningMeanStd):
+                    mine = state.net.get_submodule(name)
+                    for key in ("mean", "var", "count"):
+                        getattr(mine, key).copy_(getattr(stats, key)[row])
         return state
 
 
@@ -617,7 +645,7 @@ def open_member(index: int, cfg: DictConfig, on_eval, resources: contextlib.Exit
     device = instantiate(cfg.device)
     envs = factory.make_vector(config.algo.num_envs, seed=config.seed)
     resources.callback(envs.close)
-    net = build_network(cfg.network, factory, device)
+    net = build_network(cfg.network, factory, device, cfg.get("normalize"))
     generator = torch.Generator(device=device)  # where a single run's sampling would start drawing:
     generator.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
     state = RunState(net, build_optimizers(cfg.optimizer, net), Progress())

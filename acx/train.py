@@ -158,8 +158,11 @@ class Run:
 
     def estimate(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         """The variant's advantages and return targets for one rollout (rewards scaled first)."""
-        algo = self.cfg.algo
-        rewards = rollout.rewards * algo.reward_scale if algo.reward_scale != 1.0 else rollout.rewards
+        algo, net = self.cfg.algo, self.state.net
+        rewards = rollout.rewards
+        if net.reward_norm is not None:  # normalize.reward: divided by the running std of the return
+            rewards = net.reward_norm(rewards, rollout.done, rollout.valid, algo.gamma)
+        rewards = rewards * algo.reward_scale if algo.reward_scale != 1.0 else rewards
         return self.estimator(
             rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, gamma=algo.gamma
         )
@@ -175,6 +178,8 @@ class Run:
         except NonFiniteError as exc:
             last = self.ckpts.last_saved or "none yet"
             raise NonFiniteError(f"{exc} at env step {p.env_steps:,}; last good checkpoint: {last}") from None
+        if self.state.net.obs_norm is not None:  # normalize.obs: the next rollout sees this one's statistics too
+            self.state.net.obs_norm.update(rollout.obs, rollout.valid)
         p.env_steps += rollout.num_transitions
         p.updates += 1
         p.episodes += len(rollout.episode_returns)
@@ -252,7 +257,7 @@ def open_run(
     start_step = resume["meta"]["progress"]["env_steps"] if resume else 0
     envs = factory.make_vector(algo.num_envs, seed=config.seed + start_step)
     resources.callback(envs.close)
-    net = build_network(cfg.network, factory, device)
+    net = build_network(cfg.network, factory, device, cfg.get("normalize"))
     state = RunState(net, build_optimizers(cfg.optimizer, net), Progress())
     if resume:
         restore(state, resume)
@@ -292,6 +297,8 @@ def open_records(
     static = {
         "config": resolved,
         "env_id": factory.id,
+        # a user's env module (env.id=module:EnvId): the folder it was imported from, for acx eval
+        "env_module_path": str(factory.module_path) if getattr(factory, "module_path", None) else None,
         "observation_space": space_to_dict(factory.observation_space),
         "action_space": space_to_dict(factory.action_space),
         "acx_version": acx.__version__,

@@ -226,7 +226,11 @@ def test_optuna_batch_trains_as_one_population_with_pruning_per_member(tmp_path:
     assert all(list(t.intermediate_values) == [1000] for t in study.trials)  # each pruned at its first eval
 
 
-@pytest.mark.parametrize("overrides", [[], ["algo=td0"], ["env=pendulum"]], ids=["nstep", "td0", "pendulum"])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["algo=td0"], ["env=pendulum"], ["env=pendulum", "normalize.obs=true", "normalize.reward=true"]],
+    ids=["nstep", "td0", "pendulum", "pendulum-normalized"],
+)
 def test_member_follows_the_single_run_of_its_seed(tmp_path: Path, overrides: list[str]):
     """A member of a population of 3 ends 2,000 env steps where `acx train seed=1` ends: the same env
     steps and episodes, weights equal to float rounding (its envs, initial weights and sampling
@@ -241,6 +245,7 @@ def test_member_follows_the_single_run_of_its_seed(tmp_path: Path, overrides: li
         assert member[key] == single[key], key
     a = torch.load(tmp_path / "single" / "checkpoints" / "final.pt")["model"]
     b = torch.load(tmp_path / "member1" / "checkpoints" / "final.pt")["model"]
+    assert a.keys() == b.keys()  # normalisation statistics included (each member's own)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
 

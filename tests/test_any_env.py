@@ -1,0 +1,183 @@
+"""Any env out of the box (acx/envs.py, acx/normalize.py): a user's env module, env kwargs and
+wrappers, float64 and Discrete observations, observation and reward normalisation saved with the
+weights, truncation bootstrapping, and MuJoCo."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from acx.build import build_from_checkpoint
+from acx.checkpoint import load_checkpoint
+from acx.envs import GymEnvFactory
+from acx.errors import ConfigError
+from acx.normalize import RunningMeanStd
+from acx.train import train
+from tests.conftest import ACX, FAST, ROOT, compose_train, run_acx
+
+needs_mujoco = pytest.mark.skipif(importlib.util.find_spec("mujoco") is None, reason="needs the mujoco extra")
+TOY = "tests.toy_envs"
+
+
+def test_running_mean_std_merges_batches_as_one_and_per_member():
+    """Chan's parallel update over masked batches equals the moments of everything seen at once
+    (the starting count epsilon aside), for one run and for each member of stacked statistics."""
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 2)) for n in (5, 1, 17)]
+    rms = RunningMeanStd((2,))
+    for b in batches:
+        rms.update(torch.from_numpy(b))
+    seen = np.concatenate(batches)
+    np.testing.assert_allclose(rms.mean.numpy(), seen.mean(0) * 23 / (23 + 1e-4), rtol=1e-6)
+    np.testing.assert_allclose(rms.var.numpy(), seen.var(0), rtol=1e-4)
+    assert float(rms.count) == pytest.approx(23 + 1e-4)
+    stacked = RunningMeanStd((2,), members=3)
+    x = torch.from_numpy(rng.normal(size=(3, 8, 2)))
+    mask = torch.from_numpy(rng.random((3, 8)) > 0.4)
+    stacked.update(x, mask)
+    for k in range(3):
+        alone = RunningMeanStd((2,))
+        alone.update(x[k][mask[k]])
+        torch.testing.assert_close(stacked.mean[k], alone.mean)
+        torch.testing.assert_close(stacked.var[k], alone.var)
+
+
+def test_float64_discrete_and_unsupported_spaces(tmp_path: Path):
+    """float64 Box observations (MuJoCo's dtype) train and evaluate; Discrete ones are one-hot;
+    a Tuple space is one line naming it."""
+    bandit = GymEnvFactory(f"{TOY}:SignBandit-v0")
+    assert bandit.observation_space.dtype == np.float64 and bandit.id == "SignBandit-v0"
+    lake = GymEnvFactory("FrozenLake-v1")
+    assert lake.observation_space == gym.spaces.Box(0.0, 1.0, (16,), np.float32)
+    obs, _ = lake.make_vector(2, seed=0).reset(seed=0)
+    np.testing.assert_array_equal(obs, np.eye(16, dtype=np.float32)[[0, 0]])  # both start in state 0
+    assert lake.make_single().reset(seed=0)[0].tolist() == np.eye(16)[0].tolist()
+    summary = train(compose_train([*FAST, "env.id=FrozenLake-v1", "total_steps=400"], tmp_path / "lake"))
+    assert summary["env_steps"] >= 400
+    with pytest.raises(ConfigError, match=r"Blackjack-v1 has Tuple\(Discrete\(32\).*Box and Discrete"):
+        GymEnvFactory("Blackjack-v1")
+
+
+def test_env_kwargs_and_wrappers_reach_the_env():
+    factory = GymEnvFactory(
+        "Pendulum-v1",
+        kwargs={"g": 1.5},
+        wrappers=[
+            {"_target_": "gymnasium.wrappers.TimeAwareObservation"},
+            {"_target_": "gymnasium.wrappers.TransformReward", "func": {"_target_": "builtins.abs", "_partial_": True}},
+        ],
+    )
+    env = factory.make_single()
+    assert env.unwrapped.g == 1.5
+    assert factory.observation_space.shape == (4,)  # cos, sin, speed, and the time step the wrapper adds
+    env.reset(seed=0)
+    assert env.step(np.zeros(1, dtype=np.float32))[1] >= 0  # |reward|: the second wrapper is outermost
+    envs = factory.make_vector(3, seed=0)
+    assert envs.reset(seed=0)[0].shape == (3, 4)
+    with pytest.raises(ConfigError, match=r"env.wrappers\[0\]: .*"):
+        GymEnvFactory("Pendulum-v1", wrappers=[{"_target_": "gymnasium.wrappers.TimeLimit", "nonsense": 1}])
+
+
+def test_own_env_module_through_the_cli_then_acx_eval_from_elsewhere_with_ckpt_only(tmp_path: Path):
+    """`acx train env.id=tests.toy_envs:SignBandit-v0 normalize.obs=true` learns the bandit (20 of
+    20; it cannot without normalisation); `acx eval ckpt=...` run from another folder imports the
+    module from where the checkpoint says and replays the training run's final eval."""
+    run = tmp_path / "run"
+    proc = run_acx("train", f"env.id={TOY}:SignBandit-v0", "normalize.obs=true", "total_steps=20000", "stop=budget",
+                   "logger=none", "progress=false", f"hydra.run.dir={run}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_id"] == "SignBandit-v0" and summary["final_eval_return"] == 20.0
+    ckpt = load_checkpoint(run / "checkpoints" / "final.pt")
+    assert ckpt["meta"]["env_module_path"] == str(ROOT)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    replay = subprocess.run([*ACX, "eval", f"ckpt={run}/checkpoints/final.pt", f"hydra.run.dir={elsewhere}/out"],
+                            cwd=elsewhere, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert json.loads((elsewhere / "out" / "eval.json").read_text())["return_mean"] == 20.0
+
+
+def test_env_module_that_fails_to_import_is_one_line(tmp_path: Path):
+    proc = run_acx("train", "env.id=no_such_pkg.envs:Maze-v0", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "acx: error: env.id='no_such_pkg.envs:Maze-v0': cannot import module 'no_such_pkg.envs' "
+        "(ModuleNotFoundError: No module named 'no_such_pkg')"
+    )
+    proc = run_acx("train", "env.id=tests.toy_envs:Maze-v0", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "env.id='Maze-v0' is not registered by importing 'tests.toy_envs'" in proc.stderr
+
+
+def test_readme_own_env_example_works_as_written(tmp_path: Path):
+    """The README's "Train on your own environment" file, saved as my_envs.py, trains with the
+    README's command run in that folder."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Train on your own environment", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 25
+    (tmp_path / "my_envs.py").write_text(code)
+    line = re.search(r"^acx train (env\.id=my_envs:\S+.*)$", section, re.M).group(1)
+    command = line.split("#")[0].split()
+    proc = subprocess.run([*ACX, "train", *command, "total_steps=2000", "logger=none", "progress=false",
+                           "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "final.pt").is_file()
+
+
+def test_truncation_bootstraps_the_critic_to_one_over_one_minus_gamma(tmp_path: Path):
+    """After SB3's test_infinite_horizon: 1 per step, never terminated, truncated after 20 steps.
+    V must approach 1 / (1 - 0.9) = 10; a learner that took truncation for termination would learn
+    the mean discounted sum of the steps left, about 6.1."""
+    cfg = compose_train([*FAST, f"env.id={TOY}:PayEveryStep-v0", "algo.gamma=0.9", "optimizer.lr=3e-3",
+                         "total_steps=30000", "stop=budget"], tmp_path)  # fmt: skip
+    train(cfg)
+    _, net = build_from_checkpoint(load_checkpoint(tmp_path / "checkpoints" / "final.pt"), torch.device("cpu"))
+    with torch.no_grad():
+        value = float(net.value(torch.ones(1, 1)))
+    assert value == pytest.approx(10.0, abs=0.5)
+
+
+def test_normalisation_statistics_are_saved_and_restored_bit_for_bit(tmp_path: Path):
+    """Every checkpoint holds the float64 statistics; a checkpoint rebuilds a network with them
+    exactly; a resumed run goes on from them (its counts are those of all its env steps, not only
+    of the resumed part)."""
+    common = [*FAST, "env=pendulum", "normalize.obs=true", "normalize.reward=true", "stop=budget"]
+    first = train(compose_train([*common, "total_steps=2000"], tmp_path))
+    keys = ("obs_norm.rms.mean", "obs_norm.rms.var", "obs_norm.rms.count", "reward_norm.rms.var")
+    for name in ("best.pt", "final.pt", "step_000001000.pt"):
+        model = load_checkpoint(tmp_path / "checkpoints" / name)["model"]
+        assert all(model[k].dtype == torch.float64 for k in keys), name
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
+    _, net = build_from_checkpoint(ckpt, torch.device("cpu"))
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, ckpt["model"][key]), key
+    assert float(ckpt["model"]["obs_norm.rms.count"]) == first["env_steps"] + 1e-4
+    assert not torch.equal(ckpt["model"]["obs_norm.rms.var"], torch.ones(3, dtype=torch.float64))
+    resumed = train(compose_train([*common, "total_steps=4000", f"resume={tmp_path}"], tmp_path))
+    model = load_checkpoint(tmp_path / "checkpoints" / "final.pt")["model"]
+    assert float(model["obs_norm.rms.count"]) == resumed["env_steps"] + 1e-4
+    assert float(model["reward_norm.rms.count"]) == resumed["env_steps"] + 1e-4
+
+
+@needs_mujoco
+def test_halfcheetah_trains_checkpoints_and_replays(tmp_path: Path):
+    """HalfCheetah-v5 (float64 observations) for a few hundred steps with its tuned defaults, then `acx eval`."""
+    run = tmp_path / "run"
+    proc = run_acx("train", "env=halfcheetah", "total_steps=400", "eval.every_steps=200", "eval.episodes=1",
+                   "logger=none", "progress=false", f"hydra.run.dir={run}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    replay = run_acx("eval", f"ckpt={run}", "episodes=1", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["env_id"] == "HalfCheetah-v5" and result["length_mean"] == 1000
