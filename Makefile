@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help venv train test test-fast lint format bench bench-population bench-ppo learning clean
+.PHONY: help venv train test test-fast lint format bench bench-population bench-ppo bench-mujoco learning clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,sweeps,ray,export,envpool]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweeps,ray,export,envpool,mujoco]"
 	touch $@
 
 train: venv ## train CartPole-v1 with the default config (extra Hydra overrides: make train ARGS="seed=3")
@@ -41,7 +41,7 @@ $(SB3_VENV)/.installed:
 	$(PYTHON) -m venv $(SB3_VENV)
 	$(SB3_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SB3_VENV)/bin/python -m pip install -q torch==2.13.0
-	$(SB3_VENV)/bin/python -m pip install -q stable-baselines3 "gymnasium[atari]" ale-py opencv-python-headless
+	$(SB3_VENV)/bin/python -m pip install -q stable-baselines3 "gymnasium[atari]" "gymnasium[mujoco]" ale-py opencv-python-headless
 	touch $@
 
 bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/benchmarks.md and .png (ARGS=--quick)
@@ -55,7 +55,10 @@ bench-population: venv ## 64 CartPole seeds: population launcher vs joblib; writ
 bench-ppo: venv $(SB3_VENV)/.installed ## acx PPO vs SB3 PPO (zoo settings) on CartPole and Pendulum: docs/benchmarks.md's PPO section
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/ppo.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
 
-learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each: writes docs/learning.md (ARGS=--reuse)
+bench-mujoco: venv $(SB3_VENV)/.installed ## acx n-step A2C vs SB3 A2C (zoo settings) on HalfCheetah-v5 and Hopper-v5: docs/benchmarks.md's MuJoCo section (ARGS=--budget 1000000)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/mujoco_a2c.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
+
+learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each: writes docs/learning.md (ARGS=--reuse | --tuned-only)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/learning.py $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)

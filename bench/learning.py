@@ -1,14 +1,17 @@
 """The learning-quality table: every variant x {CartPole-v1, Acrobot-v1, Pendulum-v1}, 10 seeds per
 cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`'s statistics.
 
-    make learning                  # or: python bench/learning.py [--seeds 10] [--reuse]
+    make learning                  # or: python bench/learning.py [--seeds 10] [--reuse | --tuned-only]
 
 Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
-the seeds, with the plain presets (`env=X algo=Y`, nothing tuned). The population launcher trains
-td0 and nstep as populations; episodic cannot join one (each member's episodes end at different
-steps), so its jobs run on their own, one process per core. Runs stop early when they solve (the
-default eval_threshold stop rule); Pendulum has no registered threshold, so it is given -200.
-The seeds are 0..S-1; nothing in acx was tuned on them.
+the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
+the tuned defaults of conf/tuned/ for the envs in TUNED, the same seeds and budget
+(`--tuned-only`: train just those, and rewrite the doc with the other sweeps as they are). The
+population launcher trains td0 and nstep as populations; episodic cannot join one (each member's
+episodes end at different steps), so its jobs run on their own, one process per core. Runs stop
+early when they solve (the default eval_threshold stop rule); Pendulum has no registered threshold,
+so it is given -200.
+The seeds are 0..S-1; nothing in acx was tuned on them (conf/tuned/ was searched on seeds 100 and up).
 """
 
 from __future__ import annotations
@@ -31,20 +34,22 @@ from acx.scores import METRICS, REFERENCE_SCORES, interval_estimates, normalize,
 ROOT = Path(__file__).resolve().parent.parent
 ACX = str(Path(sys.executable).parent / "acx")
 VARIANTS = ("episodic", "td0", "nstep")
-# env preset, the budget in env steps, extra overrides
+# env preset, the budget in env steps, extra overrides; ~tuned: the plain presets, never conf/tuned/
 ENVS = {
-    "cartpole": (100_000, []),
-    "acrobot": (200_000, []),
-    "pendulum": (200_000, ["env.reward_threshold=-200"]),
+    "cartpole": (100_000, ["~tuned"]),
+    "acrobot": (200_000, ["~tuned"]),
+    "pendulum": (200_000, ["~tuned", "env.reward_threshold=-200"]),
 }
+# the tuned defaults (conf/tuned/<env>_<variant>.yaml) measured against that baseline: `acx train env=<env>`
+TUNED = {"pendulum": ("nstep", 200_000)}
 
 
-def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int) -> float:
-    """One multirun: the three variants x the seeds on ``env``; its wall seconds."""
+def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int, variants=VARIANTS) -> float:
+    """One multirun: the variants x the seeds on ``env``; its wall seconds."""
     if sweep_dir.exists():
         shutil.rmtree(sweep_dir)
     args = [
-        ACX, "train", "-m", "hydra/launcher=population", f"env={env}", f"algo={','.join(VARIANTS)}",
+        ACX, "train", "-m", "hydra/launcher=population", f"env={env}", f"algo={','.join(variants)}",
         f"seed=range(0,{seeds})", f"total_steps={budget}", *extra, "logger=none", "progress=false",
         f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
@@ -76,8 +81,9 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         f"Written by `make learning` (`bench/learning.py`) on {datetime.date.today()}, {os.cpu_count()} CPU cores. "
         f"{seeds} seeds per cell (0..{seeds - 1}, never tuned on), the plain presets: "
         "`acx train -m hydra/launcher=population env=<env> algo=episodic,td0,nstep 'seed=range(0,10)' "
-        "total_steps=<budget>`. td0 and nstep train as populations; episodic jobs run on their own. A run stops "
-        "when an evaluation (10 deterministic episodes) reaches the threshold and 50 more episodes confirm it.",
+        "total_steps=<budget> '~tuned'`. td0 and nstep train as populations; episodic jobs run on their own. "
+        "A run stops when an evaluation (10 deterministic episodes) reaches the threshold and 50 more episodes "
+        "confirm it.",
         "",
         "Each cell: the seeds that reached the threshold, the IQM across seeds of the final and of the best eval "
         "return with its 95% stratified bootstrap CI (rliable, "
@@ -123,9 +129,9 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
             "",
             *[f"- {p}." for p in poor],
             "",
-            "These are the plain presets: nothing in them is tuned per env (`env=pendulum` runs the CartPole-tuned "
-            "`algo=nstep` defaults, and the tuned `experiment=pendulum_nstep` is not used here). Issue #14 picks "
-            "tuned defaults per (env, variant); this table is the baseline it is measured against.",
+            "These are the plain presets (`~tuned`): nothing in them is tuned per env (`env=pendulum` runs the "
+            "CartPole-tuned `algo=nstep` defaults). The tuned defaults of `conf/tuned/` are measured against this "
+            "baseline below.",
         ]
     else:
         lines.append("None: every seed of every cell reached the threshold.")
@@ -135,6 +141,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "table, not with `docs/benchmarks.md`.",
     ]
 
+    lines += tuned_section(runs, figures, reps, walls)
     matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
     estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
     lines += [
@@ -184,6 +191,57 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     return path
 
 
+def reached_within(run_dir: Path, threshold: float, budget: int) -> int | None:
+    """The env step of a run's first 10-episode evaluation at or above ``threshold``, if within ``budget``."""
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row.get("eval/return_mean", -np.inf) >= threshold and row["env_step"] <= budget:
+            return int(row["env_step"])
+    return None
+
+
+def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float]) -> list[str]:
+    """The tuned defaults of each TUNED env against the plain preset's row of the same variant."""
+    lines = [
+        "",
+        "## Tuned defaults (`conf/tuned/`) against the plain presets",
+        "",
+        '`acx train env=<env>` with nothing else picks `conf/tuned/<env>_nstep.yaml` (README, "How defaults '
+        'are picked per env"). The same seeds and budget as above: `acx train -m hydra/launcher=population '
+        "env=<env> 'seed=range(0,10)' total_steps=<budget>`. *Eval >= threshold*: the seeds with a 10-episode "
+        "deterministic evaluation at or above the threshold within the budget; *solved*: those whose 50 "
+        "confirmation episodes held it too (the default stop rule).",
+        "",
+        "| env | budget | defaults | eval >= threshold | solved | final return, IQM [95% CI] "
+        "| best return, IQM [95% CI] | steps to threshold (median) | wall s (mean) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for env, (variant, budget) in TUNED.items():
+        sweep = runs / f"tuned_{env}"
+        if not sweep.is_dir():
+            continue
+        plain = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
+        tuned = write_report(sweep, out=figures / f"tuned_{env}", reps=reps)
+        for label, report, folder in (("plain", plain, runs / env), ("tuned", tuned, sweep)):
+            rows = dict(zip(report.groups, report.rows, strict=True))
+            key = next(k for k in rows if label == "tuned" or k == f"algo={variant}")
+            row, c = rows[key], cell(rows[key])
+            threshold = REFERENCE_SCORES[row["env_id"]][1]
+            names = [d for d in folder.iterdir() if (d / "metrics.jsonl").is_file() and f"_{variant}_" in d.name]
+            hit = sum(reached_within(d, threshold, budget) is not None for d in names)
+            what = f"`conf/tuned/{env}_{variant}.yaml`" if label == "tuned" else f"plain `algo={variant}`"
+            lines.append(f"| {row['env_id']} | {budget:,} | {what} | {hit}/{len(names)} | {c['solved']} | {c['final']} "
+                         f"| {c['best']} | {c['steps']} | {c['wall']} |")  # fmt: skip
+        lines += [
+            "",
+            f"![learning curves, tuned](learning/tuned_{env}/learning_curves.png)",
+            "",
+            f"The whole report: [learning/tuned_{env}/report.md](learning/tuned_{env}/report.md)"
+            + (f" ({walls['tuned_' + env]:.0f} s for the sweep)." if "tuned_" + env in walls else "."),
+        ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
@@ -191,17 +249,24 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where learning.md and its figures go")
     parser.add_argument("--reuse", action="store_true", help="write the doc from the sweeps already in --runs")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
+    parser.add_argument("--tuned-only", action="store_true", help="train only the tuned sweeps, reuse the others")
     args = parser.parse_args()
     runs = Path(args.runs).resolve()
     runs = runs.relative_to(Path.cwd()) if runs.is_relative_to(Path.cwd()) else runs  # the reports name it as given
     walls: dict[str, float] = {}
+    if (runs / "walls.json").is_file():
+        walls = json.loads((runs / "walls.json").read_text())
     if not args.reuse:
-        for env, (budget, extra) in ENVS.items():
-            print(f"learning: {env}, {len(VARIANTS)} variants x {args.seeds} seeds, {budget:,} steps", flush=True)
-            walls[env] = train(runs / env, env, budget, extra, args.seeds)
-            print(f"learning: {env} took {walls[env]:.0f} s", flush=True)
+        if not args.tuned_only:
+            for env, (budget, extra) in ENVS.items():
+                print(f"learning: {env}, {len(VARIANTS)} variants x {args.seeds} seeds, {budget:,} steps", flush=True)
+                walls[env] = train(runs / env, env, budget, extra, args.seeds)
+                print(f"learning: {env} took {walls[env]:.0f} s", flush=True)
+        for env, (variant, budget) in TUNED.items():
+            print(f"learning: tuned {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
+            walls[f"tuned_{env}"] = train(runs / f"tuned_{env}", env, budget, [], args.seeds, variants=(variant,))
+        runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
-    walls = json.loads((runs / "walls.json").read_text()) if (runs / "walls.json").is_file() else walls
     path = write_doc(runs, Path(args.out), args.reps, walls, args.seeds)
     print(f"learning: wrote {path} ({datetime.date.today()})")
 
