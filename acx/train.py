@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -100,6 +101,8 @@ def prepare(cfg: DictConfig, config: TrainConfig) -> tuple[Any, dict[str, Any] |
     config, and the run folder; one line and nothing written if any of them does not fit."""
     factory = build_env_factory(cfg.env)  # an env id Gymnasium does not know is a ConfigError
     check_network_fits(config.network, factory)
+    if config.normalize.obs and getattr(factory.observation_space, "dtype", None) == np.uint8:
+        raise ConfigError("normalize.obs: the observations are uint8 images, which network=cnn scales to [0, 1] itself")
     resume = None
     out_dir = Path(config.paths.output_dir)
     requeued = None if config.resume else requeued_checkpoint(out_dir)  # a SLURM job requeued mid-run

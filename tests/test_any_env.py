@@ -181,3 +181,8 @@ def test_halfcheetah_trains_checkpoints_and_replays(tmp_path: Path):
     assert replay.returncode == 0, replay.stderr[-2000:]
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["env_id"] == "HalfCheetah-v5" and result["length_mean"] == 1000
+
+
+def test_observation_normalisation_of_uint8_frames_is_one_line(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"^normalize.obs: the observations are uint8 images"):
+        train(compose_train([*FAST, "env=pong", "normalize.obs=true"], tmp_path))
