@@ -228,8 +228,8 @@ def test_optuna_batch_trains_as_one_population_with_pruning_per_member(tmp_path:
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["algo=td0"], ["env=pendulum"], ["env=pendulum", "normalize.obs=true", "normalize.reward=true"]],
-    ids=["nstep", "td0", "pendulum", "pendulum-normalized"],
+    [[], ["algo=td0"], ["env=pendulum", "~tuned"], ["env=pendulum"]],
+    ids=["nstep", "td0", "pendulum", "pendulum-tuned"],  # tuned: normalised obs and rewards (conf/tuned/)
 )
 def test_member_follows_the_single_run_of_its_seed(tmp_path: Path, overrides: list[str]):
     """A member of a population of 3 ends 2,000 env steps where `acx train seed=1` ends: the same env
