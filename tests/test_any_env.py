@@ -126,13 +126,15 @@ def test_readme_own_env_example_works_as_written(tmp_path: Path):
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert len(code.strip().splitlines()) <= 25
     (tmp_path / "my_envs.py").write_text(code)
-    line = re.search(r"^acx train (env\.id=my_envs:\S+.*)$", section, re.M).group(1)
-    command = line.split("#")[0].split()
-    proc = subprocess.run([*ACX, "train", *command, "total_steps=2000", "logger=none", "progress=false",
-                           "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          check=False)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "run" / "checkpoints" / "final.pt").is_file()
+    lines = re.findall(r"^acx train (env\.id=my_envs:\S+.*)$", section, re.M)
+    assert len(lines) == 2
+    for i, line in enumerate(lines):  # each README command, with a short budget
+        command = line.split("#")[0].split()
+        proc = subprocess.run([*ACX, "train", *command, "total_steps=2000", "logger=none", "progress=false",
+                               f"hydra.run.dir=run{i}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (tmp_path / f"run{i}" / "checkpoints" / "final.pt").is_file()
 
 
 def test_truncation_bootstraps_the_critic_to_one_over_one_minus_gamma(tmp_path: Path):
