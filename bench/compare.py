@@ -70,6 +70,32 @@ def versions(python: str) -> str:
     return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
 
 
+def replace_section(doc: Path, text: str, begin: str, end: str) -> None:
+    """Put ``text`` (a section from marker ``begin`` to marker ``end``) into ``doc`` in place of an
+    earlier one, or at its end (bench/ppo.py's and bench/mujoco_a2c.py's sections of benchmarks.md)."""
+    current = doc.read_text() if doc.exists() else ""
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + text + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    doc.write_text(current)
+
+
+def save_and_report(out: Path, name: str, report_only: bool, measure, section, begin: str, end: str) -> None:
+    """The end of bench/ppo.py and bench/mujoco_a2c.py: ``measure()`` (or, with ``report_only``, the
+    numbers saved in ``out/<name>.json`` before), saved, then their section of ``out/benchmarks.md``."""
+    path = out / f"{name}.json"
+    if report_only:
+        R = json.loads(path.read_text())
+    else:
+        R = measure()
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(R, indent=1))
+    replace_section(out / "benchmarks.md", section(R), begin, end)
+    print(f"wrote the {name} section of {out / 'benchmarks.md'}", file=sys.stderr)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

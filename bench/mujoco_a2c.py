@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.compare import cpu_name, median_min_max, run, versions  # the A2C bench's helpers
+from bench.compare import cpu_name, median_min_max, run, save_and_report, versions  # the A2C bench's helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5"}
@@ -275,17 +275,6 @@ Not part of `make bench` (hours long). Command:
 """
 
 
-def write_section(R: dict, doc: Path) -> None:
-    """Put the section into ``doc`` in place of an earlier one, or at its end."""
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section(R) + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section(R)
-    doc.write_text(text)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("acx", "sb3"):  # one run, in this process
         side, env, *rest = sys.argv[1:]
@@ -309,15 +298,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where mujoco.json and benchmarks.md are")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from docs/mujoco.json")
     args = parser.parse_args()
-    out = Path(args.out)
-    if args.report_only:
-        R = json.loads((out / "mujoco.json").read_text())
-    else:
-        R = bench(args)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "mujoco.json").write_text(json.dumps(R, indent=1))
-    write_section(R, out / "benchmarks.md")
-    print(f"wrote the MuJoCo section of {out / 'benchmarks.md'}", file=sys.stderr)
+    save_and_report(Path(args.out), "mujoco", args.report_only, lambda: bench(args), section, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.compare import cpu_name, median_min_max, run, versions  # the A2C bench's helpers
+from bench.compare import cpu_name, median_min_max, run, save_and_report, versions  # the A2C bench's helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLVED = {"cartpole": 475.0, "pendulum": -200.0}
@@ -243,17 +243,6 @@ Written by `make bench-ppo` (`bench/ppo.py`) on {meta["date"]}; do not edit by h
 """
 
 
-def write_section(R: dict, doc: Path) -> None:
-    """Put the section into ``doc`` in place of an earlier one, or at its end."""
-    text = doc.read_text() if doc.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section(R) + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section(R)
-    doc.write_text(text)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("acx", "sb3"):  # one run, in this process
         side, task, *rest = sys.argv[1:]
@@ -271,15 +260,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from docs/ppo.json")
     args = parser.parse_args()
-    out = Path(args.out)
-    if args.report_only:
-        R = json.loads((out / "ppo.json").read_text())
-    else:
-        R = bench(args)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ppo.json").write_text(json.dumps(R, indent=1))
-    write_section(R, out / "benchmarks.md")
-    print(f"wrote the PPO section of {out / 'benchmarks.md'}", file=sys.stderr)
+    save_and_report(Path(args.out), "ppo", args.report_only, lambda: bench(args), section, BEGIN, END)
 
 
 if __name__ == "__main__":
