@@ -1,7 +1,8 @@
-"""Metric sinks. ``metrics.jsonl`` in the run dir is always written: one JSON row per log step with
-``env_step``, ``wall_time`` and the metrics; other loggers come from the ``logger`` config group
-(``conf/logger/*.yaml``, several at once: ``logger=[wandb,tensorboard]``). Every logger gets the same
-metric names at the same step (the env step), and none of them can stop a training run."""
+"""Metric sinks. ``metrics.jsonl`` in the run dir is always written: one JSON row per env step at which
+anything was logged, with ``env_step``, ``wall_time`` and the metrics; other loggers come from the
+``logger`` config group (``conf/logger/*.yaml``, several at once: ``logger=[wandb,tensorboard]``).
+Every logger gets the same metric names at the same step (the env step), and none of them can stop a
+training run."""
 
 from __future__ import annotations
 
@@ -40,23 +41,36 @@ def _row_step(line: str) -> float:
 
 
 class JsonlLogger:
-    """Append-only local record that reports and tests read without any tracking service."""
+    """Append-only local record that reports and tests read without any tracking service.
+
+    One row per env step: the steps of the rows strictly rise. What is logged at the step of the last
+    row (an evaluation, its confirmation or its video at the step of a train row) joins that row, which
+    is rewritten in place (the file is cut back to the row's start, so a kill leaves at worst a row cut
+    short, which a resumed run drops); its ``wall_time`` stays that of the row's first part."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         """A fresh run starts the file anew; a resumed one keeps the rows up to its checkpoint's step
         (rows logged after it, before a crash, are dropped so the record continues from there)."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
         if resume_step is not None and path.exists():
             kept = [line for line in path.read_text().splitlines() if _row_step(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
-            self.file = open(path, "a", buffering=1)
-        else:
-            self.file = open(path, "w", buffering=1)
+        self.file = open(path, "wb", buffering=0)  # unbuffered: each row is one write
+        self.file.write("".join(line + "\n" for line in kept).encode())
+        self.last_row: dict[str, Any] | None = json.loads(kept[-1]) if kept else None
+        self.last_start = self.file.tell() - (len(kept[-1].encode()) + 1 if kept else 0)
 
     def log(self, metrics: dict[str, float], step: int, wall_time: float) -> None:
         row = {"env_step": step, "wall_time": round(wall_time, 4)}
         row.update({k: (v if math.isfinite(v) else None) for k, v in metrics.items()})
-        self.file.write(json.dumps(row) + "\n")
+        if self.last_row is not None and self.last_row["env_step"] == step:  # joins the row of its step
+            row = {**self.last_row, **row, "wall_time": self.last_row["wall_time"]}
+            self.file.truncate(self.last_start)
+            self.file.seek(self.last_start)
+        else:
+            self.last_start = self.file.tell()
+        self.file.write((json.dumps(row) + "\n").encode())
+        self.last_row = row
 
     def close(self) -> None:
         try:

@@ -123,11 +123,11 @@ def tracked_run(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_metrics_jsonl_rows_are_monotonic_and_hold_the_listed_keys(tracked_run):
     rows, summary = tracked_run["rows"], tracked_run["summary"]
-    assert [r["env_step"] for r in rows] == sorted(r["env_step"] for r in rows)
+    assert [r["env_step"] for r in rows] == sorted({r["env_step"] for r in rows})  # one row per env step
     assert [r["wall_time"] for r in rows] == sorted(r["wall_time"] for r in rows)
     train_rows = [r for r in rows if "losses/policy" in r]
     eval_rows = [r for r in rows if "eval/return_mean" in r]
-    assert len(train_rows) + len(eval_rows) == len(rows)
+    assert all(r in train_rows or r in eval_rows for r in rows)  # a row holds train keys, eval keys or both
     assert len(train_rows) == summary["updates"] // LOG_EVERY
     assert len(eval_rows) == len(range(EVAL_EVERY, summary["env_steps"] + 1, EVAL_EVERY)) + 1  # + the final one
     assert eval_rows[-1]["env_step"] == summary["env_steps"]
@@ -324,6 +324,46 @@ def test_a_logger_that_fails_mid_run_is_dropped_with_one_warning(tmp_path, capsy
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["env_step"] for r in rows] == [10, 20, 30]
     assert rows[0]["train/explained_variance"] is None  # NaN is not JSON
+
+
+def test_metrics_jsonl_has_one_row_per_env_step_across_a_resume(tmp_path):
+    """What is logged at the step of the last row joins it (an evaluation at a train row's step), also
+    after a resume; a row cut short by a kill and rows after the checkpoint are dropped on resume."""
+    path = tmp_path / "metrics.jsonl"
+    log = JsonlLogger(path)
+    log.log({"losses/policy": 0.5}, 40, 1.0)
+    log.log({"eval/return_mean": 20.0}, 40, 1.5)  # an evaluation at the train row's step
+    log.log({"eval/confirm_return_mean": 21.0}, 40, 1.7)
+    log.log({"losses/policy": 0.4}, 80, 2.0)
+    log.close()
+    first = {"env_step": 40, "wall_time": 1.0, "losses/policy": 0.5, "eval/return_mean": 20.0,
+             "eval/confirm_return_mean": 21.0}  # fmt: skip
+    assert read_jsonl(path) == [first, {"env_step": 80, "wall_time": 2.0, "losses/policy": 0.4}]
+    with open(path, "a") as f:
+        f.write('{"env_step": 120, "wall_ti')  # a kill mid-write
+    log = JsonlLogger(path, resume_step=40)  # resumed from the checkpoint of step 40
+    log.log({"eval/video_return": 9.0}, 40, 3.0)
+    log.log({"losses/policy": 0.3}, 80, 4.0)
+    log.log({"eval/return_mean": 30.0}, 80, 4.5)
+    log.close()
+    assert read_jsonl(path) == [
+        {**first, "eval/video_return": 9.0},
+        {"env_step": 80, "wall_time": 4.0, "losses/policy": 0.3, "eval/return_mean": 30.0},
+    ]
+
+
+def test_a_train_row_and_an_evaluation_at_one_step_share_its_row(tmp_path):
+    """With a row every update, every evaluation falls on a train row's step: it joins that row."""
+    from acx.train import train
+    from tests.conftest import FAST, compose_train
+
+    summary = train(compose_train([*FAST, "log.every_updates=1", "total_steps=2000", "stop=budget"], tmp_path))
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["env_step"] for r in rows] == sorted({r["env_step"] for r in rows})
+    assert len(rows) == summary["updates"]
+    eval_rows = [r for r in rows if "eval/return_mean" in r]
+    assert len(eval_rows) == 2 and all("losses/policy" in r for r in eval_rows)  # past 1000, and past 2000: the end
+    assert eval_rows[-1]["env_step"] == summary["env_steps"]
 
 
 def test_gradient_stats_by_hand():
