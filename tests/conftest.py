@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import traceback
+import weakref
 from pathlib import Path
 
 import pytest
@@ -41,6 +46,59 @@ def run_acx(
         cwd=ROOT,
         check=False,
     )
+
+
+def acx_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``acx <args>`` through ``acx.cli.main``, the console script's own entry point, in this process:
+    what it prints and its exit code, without the ~2 s a new interpreter spends importing torch. For
+    commands that stop on bad input before anything trains; what a run leaves behind in the process
+    (Hydra's global state, the root logger's handlers, os.environ, sys.argv) is put back after it."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from acx import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, root = dict(os.environ), sys.argv, logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    # Hydra configures logging with dictConfig, which closes every handler the process ever made (absl's
+    # closes the stream it holds: pytest's capture file, which is not sys.stderr within this call)
+    all_handlers, named_handlers = logging._handlerList[:], logging._handlers
+    logging._handlerList[:], logging._handlers = [], weakref.WeakValueDictionary()
+    os.environ.update(env or {})
+    sys.argv = ["acx", *args]
+    GlobalHydra.instance().clear()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except Exception:  # what the interpreter prints for an exception nothing catches
+                traceback.print_exc()
+                code = 1
+    finally:
+        GlobalHydra.instance().clear()
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        logging._handlerList[:], logging._handlers = all_handlers, named_handlers
+    return subprocess.CompletedProcess(["acx", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def good_run(tmp_path_factory) -> Path:
+    """One short CartPole run through the real console script, shared (read-only) by the tests that
+    need a whole checkpoint to start from or to break."""
+    run_dir = tmp_path_factory.mktemp("good") / "run"
+    proc = run_acx("train", *FAST, "total_steps=1000", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
 
 
 @pytest.fixture

@@ -232,12 +232,12 @@ def test_breakout_trains_with_episodic_life(run_dir: Path):
 
 @pytest.fixture(scope="module")
 def pong_run(tmp_path_factory) -> Path:
-    """A short real Pong training run through the acx command (short games: 800 frames)."""
+    """A short real Pong training run through the acx command (short games: 240 frames, 60 actions)."""
     run_dir = tmp_path_factory.mktemp("pong") / "train"
     proc = run_acx(
         "train",
         "env=pong",
-        "env.max_episode_frames=800",
+        "env.max_episode_frames=240",
         "total_steps=3000",
         "eval.episodes=1",
         "eval.every_steps=1500",
@@ -267,7 +267,7 @@ def test_pong_eval_video_is_the_full_colour_game(pong_run: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["env_id"] == "ALE/Pong-v5" and "ALE/Pong-v5" in proc.stdout
-    assert result["lengths"][0] == 200  # truncated: 800 frames / frame skip 4
+    assert result["lengths"][0] == 60  # truncated: 240 frames / frame skip 4
     frames, seconds = imageio_ffmpeg.count_frames_and_secs(result["video"])
     assert frames == result["video_frames"] == result["lengths"][0] + 1  # the reset frame, then one per step
     assert seconds == pytest.approx(frames / 15, abs=0.2)  # real speed: 15 actions a second
@@ -281,7 +281,7 @@ def test_pong_eval_video_is_the_full_colour_game(pong_run: Path, tmp_path: Path)
 @needs_xvfb
 def test_pong_eval_render_human_under_xvfb(pong_run: Path, tmp_path: Path):
     result = eval_in_window(pong_run, tmp_path)
-    assert result["episodes"] == 1 and result["wall_seconds"] >= 200 / 15 * 0.9  # shown at the game's speed
+    assert result["episodes"] == 1 and result["wall_seconds"] >= 60 / 15 * 0.9  # shown at the game's speed
 
 
 def test_seed002_preset_is_the_seed(tmp_path: Path):

@@ -17,7 +17,7 @@ from acx.build import build_from_checkpoint
 from acx.checkpoint import load_checkpoint
 from acx.export import DeterministicPolicy
 from acx.networks import mlp_actor_critic
-from tests.conftest import FAST, run_acx
+from tests.conftest import FAST, acx_main
 
 ort = pytest.importorskip("onnxruntime", reason="acx export's checks need the [export] extra (make venv has it)")
 
@@ -63,13 +63,13 @@ def observations(factory, n: int = 1000) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, request):
-    """Train, export to both formats through the real command, and collect 1,000 observations."""
+    """Train, export to both formats through acx's entry point, and collect 1,000 observations."""
     name = request.param
     root = tmp_path_factory.mktemp(name)
-    assert run_acx("train", *RUNS[name], f"hydra.run.dir={root / 'run'}").returncode == 0
+    assert acx_main("train", *RUNS[name], f"hydra.run.dir={root / 'run'}").returncode == 0
     files = {}
     for fmt in ("onnx", "torchscript"):
-        proc = run_acx("export", f"ckpt={root / 'run'}", f"format={fmt}", f"hydra.run.dir={root / fmt}")
+        proc = acx_main("export", f"ckpt={root / 'run'}", f"format={fmt}", f"hydra.run.dir={root / fmt}")
         assert proc.returncode == 0, proc.stderr[-2000:]
         files[fmt] = root / fmt / ("policy.onnx" if fmt == "onnx" else "policy.pt")
         assert str(files[fmt]) in proc.stdout
@@ -135,7 +135,7 @@ def test_bad_checkpoint_or_format_is_one_line(tmp_path: Path):
         ([f"ckpt={tmp_path / 'nope.pt'}"], "does not exist"),
         ([f"ckpt={tmp_path}", "format=tflite"], "format: must be one of onnx, torchscript, got 'tflite'"),
     ):
-        proc = run_acx("export", *args, f"hydra.run.dir={tmp_path / 'out'}")
+        proc = acx_main("export", *args, f"hydra.run.dir={tmp_path / 'out'}")
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines

@@ -1,5 +1,6 @@
 """Runs that survive faults: kill -9 at random moments, SIGINT/SIGTERM, a forced NaN, resume,
-and bad checkpoints given to `acx train resume=` - all through the real `acx` command."""
+and bad checkpoints given to `acx train resume=`. Kills, signals and a full disk hit the real `acx`
+command in a subprocess; resumes of a copied run go through `acx.cli.main` in the test's process."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from acx.checkpoint import load_checkpoint
-from tests.conftest import ACX, FAST, ROOT, run_acx
+from tests.conftest import ACX, FAST, ROOT, acx_main, run_acx
 from tests.test_validation import BAD_CHECKPOINTS, make_bad
 
 FAULT = ["progress=false", "logger=none", "stop=budget", "eval.episodes=2", "eval.every_steps=5000"]
@@ -66,7 +67,7 @@ def test_kill_9_at_random_moments_then_resume_to_the_end(tmp_path: Path):
     for attempt in range(20):
         if attempt:
             proc = start(*args, f"resume={run_dir}")
-            time.sleep(rng.uniform(0.3, 1.0) * to_first_checkpoint + rng.uniform(0.0, 3.0))
+            time.sleep(rng.uniform(0.3, 1.0) * to_first_checkpoint + rng.uniform(0.0, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
         assert proc.returncode == -signal.SIGKILL
@@ -112,11 +113,24 @@ def test_signal_saves_a_resumable_checkpoint(tmp_path: Path, sig: int, code: int
     assert "stop=budget" in overrides and "logger=none" in overrides  # the original run's config came back
 
 
-def test_resume_restores_weights_optimizer_and_counters(tmp_path: Path):
-    run_dir = tmp_path / "run"
-    assert run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}").returncode == 0
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory) -> Path:
+    """A 3,000-step run through the real console script; each test below continues its own copy."""
+    run_dir = tmp_path_factory.mktemp("fault") / "run"
+    proc = run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run (its folder, checkpoints and .hydra overrides) to resume or break."""
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_resume_restores_weights_optimizer_and_counters(tmp_path: Path, fault_run: Path):
+    run_dir = copy_of(fault_run, tmp_path)
     first = load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    proc = run_acx("train", f"resume={run_dir}/checkpoints/final.pt", "total_steps=6000")
+    proc = acx_main("train", f"resume={run_dir}/checkpoints/final.pt", "total_steps=6000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = load_checkpoint(run_dir / "checkpoints" / "final.pt")
     p1, p2 = first["meta"]["progress"], second["meta"]["progress"]
@@ -128,12 +142,11 @@ def test_resume_restores_weights_optimizer_and_counters(tmp_path: Path):
     assert steps2 - steps1 == p2["updates"] - p1["updates"]  # Adam's counters continued
 
 
-def test_forced_nan_stops_with_one_line_and_keeps_checkpoints_finite(tmp_path: Path):
-    run_dir = tmp_path / "run"
-    assert run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}").returncode == 0
+def test_forced_nan_stops_with_one_line_and_keeps_checkpoints_finite(tmp_path: Path, fault_run: Path):
+    run_dir = copy_of(fault_run, tmp_path)
     before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").glob("*.pt")}
     # rewards x 1e38 overflow the returns to inf at the first update after resuming
-    proc = run_acx("train", f"resume={run_dir}", "total_steps=6000", "algo.reward_scale=1e38")
+    proc = acx_main("train", f"resume={run_dir}", "total_steps=6000", "algo.reward_scale=1e38")
     assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "non-finite" in lines[0]
@@ -145,33 +158,29 @@ def test_forced_nan_stops_with_one_line_and_keeps_checkpoints_finite(tmp_path: P
 
 
 @pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
-def test_bad_checkpoint_in_resume(tmp_path: Path, kind: str):
-    good_dir = tmp_path / "good"
-    assert run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={good_dir}").returncode == 0
-    bad = make_bad(kind, good_dir / "checkpoints" / "final.pt", tmp_path)
-    proc = run_acx("train", f"resume={bad}")
+def test_bad_checkpoint_in_resume(tmp_path: Path, good_run: Path, kind: str):
+    bad = make_bad(kind, good_run / "checkpoints" / "final.pt", tmp_path)
+    proc = acx_main("train", f"resume={bad}")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and BAD_CHECKPOINTS[kind] in lines[0]
-    assert [p.parent for p in tmp_path.rglob(".hydra")] == [good_dir], "no run dir is made for a bad checkpoint"
+    assert not list(tmp_path.rglob(".hydra")), "no run dir is made for a bad checkpoint"
 
 
-def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path: Path):
-    run_dir = tmp_path / "run"
-    assert run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={run_dir}").returncode == 0
-    proc = run_acx("train", *FAST, "total_steps=500", f"hydra.run.dir={run_dir}")
+def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path: Path, fault_run: Path):
+    run_dir = copy_of(fault_run, tmp_path)
+    proc = acx_main("train", *FAST, "total_steps=500", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2 and f"resume={run_dir}" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_run_with_only_best_pt_resumes_from_it(tmp_path: Path):
-    run_dir = tmp_path / "run"
-    assert run_acx("train", *FAULT, "total_steps=3000", f"hydra.run.dir={run_dir}").returncode == 0
+def test_a_run_with_only_best_pt_resumes_from_it(tmp_path: Path, fault_run: Path):
+    run_dir = copy_of(fault_run, tmp_path)
     for name in ("final.pt", "latest", *[p.name for p in (run_dir / "checkpoints").glob("step_*.pt")]):
         (run_dir / "checkpoints" / name).unlink()  # as if killed before the first periodic checkpoint
     best = load_checkpoint(run_dir)
     assert best["meta"]["kind"] == "best"
-    proc = run_acx("train", f"resume={run_dir}", "total_steps=4000")
+    proc = acx_main("train", f"resume={run_dir}", "total_steps=4000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] >= 4000
 
@@ -215,16 +224,16 @@ def test_a_solved_run_resumed_with_a_bigger_budget_stays_solved(tmp_path: Path):
     run_dir = tmp_path / "run"
     solve = ["progress=false", "logger=none", "eval.every_steps=2000", "eval.confirm_episodes=0"]
     solve.append("env.reward_threshold=15")  # solved within a few thousand steps
-    assert run_acx("train", *solve, "total_steps=50000", f"hydra.run.dir={run_dir}").returncode == 0
+    assert acx_main("train", *solve, "total_steps=50000", f"hydra.run.dir={run_dir}").returncode == 0
     first = json.loads((run_dir / "summary.json").read_text())
     assert first["solved"], first
-    proc = run_acx("train", f"resume={run_dir}", "total_steps=100000")
+    proc = acx_main("train", f"resume={run_dir}", "total_steps=100000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = json.loads((run_dir / "summary.json").read_text())
     assert second["solved"] and second["solved_at_step"] == first["solved_at_step"]
     assert second["env_steps"] == first["env_steps"], "a solved run does not train on"
     # with stop=budget it trains on to the new budget, and keeps the step it first solved at
-    proc = run_acx("train", f"resume={run_dir}", "total_steps=60000", "stop=budget")
+    proc = acx_main("train", f"resume={run_dir}", "total_steps=60000", "stop=budget")
     assert proc.returncode == 0, proc.stderr[-2000:]
     third = json.loads((run_dir / "summary.json").read_text())
     assert third["env_steps"] >= 60000 and third["solved_at_step"] == first["solved_at_step"]
@@ -233,9 +242,11 @@ def test_a_solved_run_resumed_with_a_bigger_budget_stays_solved(tmp_path: Path):
 def test_a_run_made_with_optimizer_all_lr_still_resumes(tmp_path: Path):
     """Runs from before the single optimizer's keys moved up saved `optimizer.all.lr=...` as an override."""
     run_dir = tmp_path / "run"
-    assert run_acx("train", *FAULT, "total_steps=1000", "optimizer.lr=1e-3", f"hydra.run.dir={run_dir}").returncode == 0
+    assert (
+        acx_main("train", *FAULT, "total_steps=1000", "optimizer.lr=1e-3", f"hydra.run.dir={run_dir}").returncode == 0
+    )
     overrides = run_dir / ".hydra" / "overrides.yaml"
     overrides.write_text(overrides.read_text().replace("optimizer.lr=", "optimizer.all.lr="))
-    proc = run_acx("train", f"resume={run_dir}", "total_steps=2000")
+    proc = acx_main("train", f"resume={run_dir}", "total_steps=2000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert load_checkpoint(run_dir)["meta"]["config"]["optimizer"]["lr"] == 1e-3

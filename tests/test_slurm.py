@@ -81,6 +81,7 @@ def check_continued_run(run_dir: Path, total_steps: int) -> dict:
     return summary
 
 
+@pytest.mark.slow
 def test_job_array_of_four_runs_and_report(slurm: SlurmCluster, tmp_path: Path):
     proc = run_acx(*SLURM, "algo=td0,nstep", "seed=0,1", *FAST, "total_steps=2000", f"hydra.sweep.dir={tmp_path}",
                    env=slurm.env, timeout=300)  # fmt: skip
@@ -183,6 +184,7 @@ def test_job_past_its_time_limit_signal_is_requeued_and_finishes(slurm: SlurmClu
     assert stops and stops == resumes and len(stops) <= requeues, (stops, resumes, states)
 
 
+@pytest.mark.slow
 def test_population_launcher_trains_each_population_as_an_array_task(slurm: SlurmCluster, tmp_path: Path):
     """``hydra/launcher=population hydra.launcher.backend=slurm``: 4 seeds in populations of 2, each one
     task of one SLURM job array; the 4 usual run folders, and sacct shows both tasks completed."""

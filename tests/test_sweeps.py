@@ -158,6 +158,7 @@ def test_ray_launcher_on_a_ray_head(ray_head, tmp_path: Path):
         assert summary["checkpoint"] in worker_logs, name
 
 
+@pytest.mark.slow
 def test_population_launcher_trains_each_population_as_a_ray_task(ray_head, tmp_path: Path):
     """``hydra/launcher=population hydra.launcher.backend=ray``: 4 seeds in populations of 2, each one Ray
     task on the head; the 4 usual run folders, trained in the head's workers."""

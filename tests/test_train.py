@@ -101,7 +101,10 @@ def short_budget(experiment: str) -> list[str]:
     return ["total_steps=2000"]
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+ATARI_SLOW = [pytest.param(e, marks=pytest.mark.slow) if "pong" in e or "atari" in e else e for e in EXPERIMENTS]
+
+
+@pytest.mark.parametrize("experiment", ATARI_SLOW)
 def test_every_preset_runs(run_dir: Path, experiment: str):
     cfg = compose_train([f"experiment={experiment}", *FAST, *short_budget(experiment)], run_dir)
     summary = train(cfg)

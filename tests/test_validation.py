@@ -1,5 +1,6 @@
-"""Bad configs and bad checkpoints through the real `acx` command: one line naming the problem,
-exit code 2, no traceback, and no run directory left behind."""
+"""Bad configs and bad checkpoints through `acx`'s entry point: one line naming the problem, exit code
+2, no traceback, and no run directory left behind. The tables run ``acx.cli.main`` in the test's
+process (``acx_main``); tests/test_cli.py runs bad input through the installed console script too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST, ROOT, run_acx
+from tests.conftest import FAST, ROOT, acx_main, run_acx
 
 BAD_CONFIGS = [
     (["env.id=CartPol-v1"], "did you mean CartPole-v1"),
@@ -60,7 +61,7 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize("overrides,expected", BAD_CONFIGS, ids=[" ".join(o) for o, _ in BAD_CONFIGS])
 def test_bad_config_is_rejected_before_anything_starts(tmp_path: Path, overrides: list[str], expected: str):
     run_dir = tmp_path / "run"
-    proc = run_acx("train", *overrides, f"hydra.run.dir={run_dir}")
+    proc = acx_main("train", *overrides, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -68,12 +69,9 @@ def test_bad_config_is_rejected_before_anything_starts(tmp_path: Path, overrides
     assert not run_dir.exists(), "a rejected run must not leave a run directory"
 
 
-@pytest.fixture(scope="module")
-def good_checkpoint(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("good") / "run"
-    proc = run_acx("train", *FAST, "total_steps=1000", f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr
-    return run_dir / "checkpoints" / "final.pt"
+@pytest.fixture
+def good_checkpoint(good_run: Path) -> Path:
+    return good_run / "checkpoints" / "final.pt"
 
 
 def make_bad(kind: str, good: Path, folder: Path) -> Path:
@@ -113,7 +111,7 @@ BAD_CHECKPOINTS = {
 @pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
 def test_bad_checkpoint_in_eval(tmp_path: Path, good_checkpoint: Path, kind: str):
     path = make_bad(kind, good_checkpoint, tmp_path)
-    proc = run_acx("eval", f"ckpt={path}", f"hydra.run.dir={tmp_path / 'out'}")
+    proc = acx_main("eval", f"ckpt={path}", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and BAD_CHECKPOINTS[kind] in lines[0]
@@ -121,7 +119,7 @@ def test_bad_checkpoint_in_eval(tmp_path: Path, good_checkpoint: Path, kind: str
 
 
 def test_checkpoint_of_a_different_env(tmp_path: Path, good_checkpoint: Path):
-    proc = run_acx("eval", f"ckpt={good_checkpoint}", "env_id=Acrobot-v1", f"hydra.run.dir={tmp_path / 'out'}")
+    proc = acx_main("eval", f"ckpt={good_checkpoint}", "env_id=Acrobot-v1", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2
     assert "trained on CartPole-v1" in proc.stderr and "Acrobot-v1" in proc.stderr
 
@@ -132,7 +130,7 @@ def test_eval_arguments_are_checked_the_same_way(tmp_path: Path, good_checkpoint
         (["render=window"], "render: must be one of human, none, got 'window'"),
         (["+episode=3"], "episode: no such key; did you mean episodes?"),
     ):
-        proc = run_acx("eval", f"ckpt={good_checkpoint}", *args, f"hydra.run.dir={tmp_path / 'out'}")
+        proc = acx_main("eval", f"ckpt={good_checkpoint}", *args, f"hydra.run.dir={tmp_path / 'out'}")
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines() == [f"acx: error: {expected}"]
         assert not (tmp_path / "out").exists()
@@ -140,18 +138,20 @@ def test_eval_arguments_are_checked_the_same_way(tmp_path: Path, good_checkpoint
 
 def test_an_output_folder_that_cannot_be_made(tmp_path: Path):
     (tmp_path / "file").write_text("not a folder")
-    proc = run_acx("train", *FAST, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    proc = acx_main("train", *FAST, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("acx: error: cannot write ") and "Not a directory" in lines[0]
 
 
 def test_resume_with_another_env_is_one_line(tmp_path: Path, good_checkpoint: Path):
-    proc = run_acx("train", f"resume={good_checkpoint}", "env=acrobot", f"hydra.run.dir={tmp_path / 'r'}")
+    proc = acx_main("train", f"resume={good_checkpoint}", "env=acrobot", f"hydra.run.dir={tmp_path / 'r'}")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "trained on CartPole-v1" in lines[0] and "Acrobot-v1" in lines[0]
-    proc = run_acx("train", f"resume={good_checkpoint}", "network.hidden_sizes=[32]", f"hydra.run.dir={tmp_path / 'r'}")
+    proc = acx_main(
+        "train", f"resume={good_checkpoint}", "network.hidden_sizes=[32]", f"hydra.run.dir={tmp_path / 'r'}"
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds a network that the network config does not build" in lines[0]
@@ -167,6 +167,6 @@ def test_a_bug_below_the_cli_shows_its_traceback(tmp_path: Path):
 
 
 def test_debug_switch_shows_the_traceback(tmp_path: Path):
-    proc = run_acx("train", "algo.gamma=0", f"hydra.run.dir={tmp_path / 'x'}", env={"ACX_DEBUG": "1"})
+    proc = acx_main("train", "algo.gamma=0", f"hydra.run.dir={tmp_path / 'x'}", env={"ACX_DEBUG": "1"})
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr or "ConfigError" in proc.stderr
