@@ -248,12 +248,3 @@ def test_member_follows_the_single_run_of_its_seed(tmp_path: Path, overrides: li
     assert a.keys() == b.keys()  # normalisation statistics included (each member's own)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-
-
-def test_population_launcher_refuses_an_unknown_backend_in_one_line(tmp_path: Path):
-    proc = run_acx("train", "-m", "hydra/launcher=population", "hydra.launcher.backend=slurmm", "seed=0,1",
-                   f"hydra.sweep.dir={tmp_path}")  # fmt: skip
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and lines[-1] == (
-        "acx: error: hydra.launcher.backend=slurmm: no such backend; choose from local, slurm, ray"
-    ), proc.stderr[-2000:]

@@ -69,6 +69,34 @@ def test_bad_config_is_rejected_before_anything_starts(tmp_path: Path, overrides
     assert not run_dir.exists(), "a rejected run must not leave a run directory"
 
 
+POP, MUST_BE_1 = "hydra/launcher=population", "must be an integer >= 1, got 0"
+BAD_LAUNCHERS = [
+    ([POP, "hydra.launcher.max_members=0"], f"hydra.launcher.max_members: {MUST_BE_1}"),
+    ([POP, "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs: must be -1 (one per core) or an integer >= 1, got 0"),
+    (
+        [POP, "hydra.launcher.backend=slurmm"],
+        "hydra.launcher.backend: must be one of local, slurm, ray, got 'slurmm'; did you mean slurm?",
+    ),
+    ([POP, "hydra.launcher.slurm.time=0"], f"hydra.launcher.slurm.time: {MUST_BE_1}"),
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs: must be -1 (one per core)"),
+    (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"], f"hydra.launcher.timeout_min: {MUST_BE_1}"),
+    (
+        ["hydra/launcher=submitit_slurm", "hydra.launcher.signal_delay_s=-1"],
+        "hydra.launcher.signal_delay_s: must be an integer >= 0, got -1",
+    ),
+    (["hydra/launcher=ray", "+hydra.launcher.adress=x"], "hydra.launcher.adress: no such key; did you mean"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", BAD_LAUNCHERS, ids=[" ".join(o) for o, _ in BAD_LAUNCHERS])
+def test_bad_launcher_value_is_one_line_before_any_job(tmp_path: Path, overrides: list[str], expected: str):
+    proc = acx_main("train", "-m", *overrides, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"acx: error: {expected}"), lines
+    assert not (tmp_path / "sweep").exists(), "no job started"
+
+
 @pytest.fixture
 def good_checkpoint(good_run: Path) -> Path:
     return good_run / "checkpoints" / "final.pt"

@@ -92,8 +92,6 @@ class SweepConfigs:
 class PopulationLauncher(Launcher):
     """Launch a batch of jobs as populations; ``n_jobs`` processes (-1: one per core) run them."""
 
-    BACKENDS = ("local", "slurm", "ray")
-
     def __init__(
         self,
         max_members: int = 64,
@@ -170,16 +168,12 @@ class PopulationLauncher(Launcher):
         return ray.get([remote.remote(*a) for a in args])
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from acx.errors import AcxError, ConfigError
+        from acx.errors import AcxError
         from acx.population import group_key, plan_groups, run_group, why_alone
         from acx.runs import objective_value
         from acx.signals import Interrupted
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
-        if self.backend not in self.BACKENDS:
-            raise ConfigError(
-                f"hydra.launcher.backend={self.backend}: no such backend; choose from {', '.join(self.BACKENDS)}"
-            )
         setup_globals()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
