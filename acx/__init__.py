@@ -27,4 +27,4 @@ OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
 OmegaConf.register_new_resolver("seed_subdir", lambda i, seed: "" if i is None else f"/seed_{seed}", replace=True)
 # ${ale_id:space_invaders} -> ALE/SpaceInvaders-v5: an Atari game's Gymnasium id (conf/env/atari.yaml);
 # ale-py is imported only when an Atari config is resolved
-OmegaConf.register_new_resolver("ale_id", lambda game: importlib.import_module("acx.atari").id_from_game(game))
+OmegaConf.register_new_resolver("ale_id", lambda game: importlib.import_module("acx.envs.atari").id_from_game(game))

@@ -68,7 +68,7 @@ def report_user_errors(fn):
     exception is a bug and keeps its traceback (exit 1). ACX_DEBUG=1 shows every traceback."""
 
     def wrapper(cfg: DictConfig):
-        from acx.signals import Interrupted
+        from acx.run.signals import Interrupted
 
         try:
             return fn(cfg)
@@ -96,12 +96,12 @@ def report_user_errors(fn):
 @report_user_errors
 def train_app(cfg: DictConfig) -> float:
     """Hydra wrapper around train(); returns the metric a sweeper optimises (``optimized_metric``)."""
-    from acx.runs import objective_value
-    from acx.train import train
+    from acx.analysis.runs import objective_value
+    from acx.run.train import train
 
     on_eval = None
     if HydraConfig.get().sweeper.get("trial_number") is not None:  # a trial of hydra/sweeper=acx_optuna
-        from acx.tuning import trial_reporter  # reports each evaluation to the study, for pruning
+        from acx.sweep.tuning import trial_reporter  # reports each evaluation to the study, for pruning
 
         on_eval = trial_reporter(cfg)
     summary = train(cfg, on_eval=on_eval)
@@ -112,7 +112,7 @@ def train_app(cfg: DictConfig) -> float:
 @report_user_errors
 def eval_app(cfg: DictConfig) -> float:
     """Hydra wrapper around evaluate_checkpoint()."""
-    from acx.replay import evaluate_checkpoint
+    from acx.run.replay import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg)
     print(
@@ -129,7 +129,7 @@ def eval_app(cfg: DictConfig) -> float:
 @report_user_errors
 def export_app(cfg: DictConfig) -> None:
     """Hydra wrapper around export_checkpoint()."""
-    from acx.export import export_checkpoint
+    from acx.run.export import export_checkpoint
 
     result = export_checkpoint(cfg)
     print(f"acx: exported the deterministic policy of {result['checkpoint']} ({result['env_id']})")
@@ -165,7 +165,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     given = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not given or not given[-1] or given[-1] == "null":
         return args
-    from acx.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint  # imports torch: ~1.4 s
+    from acx.run.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint  # imports torch: ~1.4 s
 
     try:
         ckpt = resolve_checkpoint(given[-1])
@@ -183,7 +183,13 @@ def resume_arguments(args: list[str]) -> list[str]:
         original = [o for o in (yaml.safe_load(overrides_file.read_text()) or []) if not o.startswith(skip)]
         # runs made before the single optimizer's keys moved up (optimizer.all.lr -> optimizer.lr)
         original = [re.sub(r"^(\+*)optimizer\.all\.", r"\1optimizer.", o) for o in original]
-    from acx.runs import override_key
+        # and before the package layout: a _target_ override names the module's new path
+        from acx.config import upgrade_target
+
+        original = [
+            re.sub(r"(_target_=)(\S+)$", lambda m: m.group(1) + upgrade_target(m.group(2)), o) for o in original
+        ]
+    from acx.analysis.runs import override_key
 
     given_keys = {override_key(a) for a in args}
     original = [o for o in original if override_key(o) not in given_keys]
@@ -251,7 +257,7 @@ def main() -> None:
         sys.exit(0 if args else 2)
     command = args[0]
     if command == "report":
-        from acx.report import main as report_main
+        from acx.analysis.report import main as report_main
 
         sys.exit(report_main(args[1:]))
     if command not in APPS:

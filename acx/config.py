@@ -76,7 +76,7 @@ def by_target(*models: type[BaseModel]) -> Any:
 
 
 class GymEnv(Schema):
-    target: Literal["acx.envs.GymEnvFactory"] = Field(alias="_target_")
+    target: Literal["acx.envs.factory.GymEnvFactory"] = Field(alias="_target_")
     id: str
     kwargs: dict[str, Any] = {}
     vectorization: Literal["auto", "sync", "async", "vector_entry_point", "envpool"] = "auto"
@@ -93,7 +93,7 @@ class GymEnv(Schema):
 
 
 class AtariEnv(Schema):
-    target: Literal["acx.atari.AtariEnvFactory"] = Field(alias="_target_")
+    target: Literal["acx.envs.atari.AtariEnvFactory"] = Field(alias="_target_")
     game: str | None = "pong"
     id: str | None = None
     frame_skip: int = Field(4, ge=1)
@@ -140,7 +140,7 @@ class Init(Schema):
 
 
 class MlpNetwork(Init):
-    target: Literal["acx.networks.mlp_actor_critic"] = Field(alias="_target_")
+    target: Literal["acx.algo.networks.mlp_actor_critic"] = Field(alias="_target_")
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64, 64], min_length=1)
     activation: Literal[ACTIVATIONS] = "tanh"
     layer_norm: bool = False
@@ -150,7 +150,7 @@ class MlpNetwork(Init):
 
 
 class CnnNetwork(Init):
-    target: Literal["acx.networks.cnn_actor_critic"] = Field(alias="_target_")
+    target: Literal["acx.algo.networks.cnn_actor_critic"] = Field(alias="_target_")
     head_hidden: int = Field(0, ge=0, description="0: one shared 512-unit layer")
     features: int = Field(512, ge=1)
 
@@ -160,20 +160,22 @@ class CnnNetwork(Init):
 
 class Estimator(Schema):
     target: Literal[
-        "acx.returns.gae_advantages", "acx.returns.td0_advantages", "acx.returns.monte_carlo_advantages"
+        "acx.algo.returns.gae_advantages", "acx.algo.returns.td0_advantages", "acx.algo.returns.monte_carlo_advantages"
     ] = Field(alias="_target_")
     partial: Literal[True] = Field(alias="_partial_")
     gae_lambda: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _lambda_for_gae(self) -> Estimator:
-        if self.gae_lambda is not None and self.target != "acx.returns.gae_advantages":
-            raise ValueError(f"algo.advantage.gae_lambda: applies to acx.returns.gae_advantages, not {self.target}")
+        if self.gae_lambda is not None and self.target != "acx.algo.returns.gae_advantages":
+            raise ValueError(
+                f"algo.advantage.gae_lambda: applies to acx.algo.returns.gae_advantages, not {self.target}"
+            )
         return self
 
 
 class Loss(Schema):
-    target: Literal["acx.losses.ActorCriticLoss"] = Field(alias="_target_")
+    target: Literal["acx.algo.losses.ActorCriticLoss"] = Field(alias="_target_")
     value_loss: Literal[VALUE_LOSSES] = "mse"
     vf_coef: float = Field(0.5, ge=0)
     ent_coef: float = Field(0.0, ge=0)
@@ -186,7 +188,7 @@ class Loss(Schema):
 class ClippedLoss(Loss):
     """PPO's loss: A2C's keys, plus the clip ranges of the policy's ratio and of the critic's change."""
 
-    target: Literal["acx.losses.PPOLoss"] = Field(alias="_target_")
+    target: Literal["acx.algo.losses.PPOLoss"] = Field(alias="_target_")
     clip_range: float | None = Field(0.2, gt=0, description="null: no clipping")
     clip_range_vf: float | None = Field(None, gt=0, description="null: no value clipping")
     anneal_clip: bool = False
@@ -225,9 +227,9 @@ class Algo(Schema):
 
 
 class Optimizer(Schema):
-    """An optimizer class given the parameters later (``_partial_``): acx.optim's (or torch.optim's)."""
+    """An optimizer class given the parameters later (``_partial_``): acx.algo.optim's (or torch.optim's)."""
 
-    target: str = Field(alias="_target_", pattern=r"^(acx|torch)\.optim\.\w+$")
+    target: str = Field(alias="_target_", pattern=r"^(acx\.algo|torch)\.optim\.\w+$")
     partial: Literal[True] = Field(alias="_partial_")
     lr: float = Field(gt=0)
     eps: float | None = Field(None, gt=0)
@@ -273,11 +275,11 @@ OptimizerGroup = Annotated[
 
 
 class ConstantLR(Schema):
-    target: Literal["acx.update.ConstantLR"] = Field(alias="_target_")
+    target: Literal["acx.algo.update.ConstantLR"] = Field(alias="_target_")
 
 
 class LinearLR(Schema):
-    target: Literal["acx.update.LinearLR"] = Field(alias="_target_")
+    target: Literal["acx.algo.update.LinearLR"] = Field(alias="_target_")
     final_fraction: float = Field(0.0, ge=0, le=1)
 
 
@@ -285,35 +287,35 @@ class LinearLR(Schema):
 
 
 class BudgetStop(Schema):
-    target: Literal["acx.stopping.StopRule"] = Field(alias="_target_")
+    target: Literal["acx.run.stopping.StopRule"] = Field(alias="_target_")
     threshold: float | None = None
 
 
 class EvalThresholdStop(Schema):
-    target: Literal["acx.stopping.EvalThreshold"] = Field(alias="_target_")
+    target: Literal["acx.run.stopping.EvalThreshold"] = Field(alias="_target_")
     threshold: float | None = Field(None, description="null: the env's reward_threshold")
 
 
 class MeanLastEpisodesStop(Schema):
-    target: Literal["acx.stopping.MeanLastEpisodes"] = Field(alias="_target_")
+    target: Literal["acx.run.stopping.MeanLastEpisodes"] = Field(alias="_target_")
     window: int = Field(100, ge=1)
     threshold: float | None = None
 
 
 class RunningRewardStop(Schema):
-    target: Literal["acx.stopping.RunningRewardThreshold"] = Field(alias="_target_")
+    target: Literal["acx.run.stopping.RunningRewardThreshold"] = Field(alias="_target_")
     alpha: float = Field(0.05, gt=0, le=1)
     threshold: float | None = None
 
 
 class Device(Schema):
-    target: Literal["acx.device.resolve_device"] = Field(alias="_target_")
+    target: Literal["acx.run.device.resolve_device"] = Field(alias="_target_")
     name: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     threads: int | None = Field(1, ge=1, description="null: torch's default")
 
 
 class WandbLogger(Schema):
-    target: Literal["acx.loggers.WandbLogger"] = Field(alias="_target_")
+    target: Literal["acx.run.loggers.WandbLogger"] = Field(alias="_target_")
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "acx"
     entity: str | None = None
@@ -324,7 +326,7 @@ class WandbLogger(Schema):
 
 
 class TensorBoardLogger(Schema):
-    target: Literal["acx.loggers.TensorBoardLogger"] = Field(alias="_target_")
+    target: Literal["acx.run.loggers.TensorBoardLogger"] = Field(alias="_target_")
     subdir: str = "tensorboard"
     flush_secs: int = Field(30, ge=1)
 
@@ -555,6 +557,36 @@ def launcher_check():
                 sys.exit(exc.exit_code)
 
     return LauncherCheck()
+
+
+# ---- targets saved before the package layout -----------------------------------------------------
+
+# the modules that moved into acx/algo, acx/envs and acx/run: the configs in older checkpoints and run
+# folders name their builders by the old paths
+MOVED_TARGETS = {
+    **{f"acx.{m}.": f"acx.algo.{m}." for m in ("networks", "normalize", "returns", "losses", "optim", "update")},
+    "acx.envs.": "acx.envs.factory.",
+    "acx.atari.": "acx.envs.atari.",
+    **{f"acx.{m}.": f"acx.run.{m}." for m in ("device", "stopping", "loggers")},
+}
+
+
+def upgrade_target(target: str) -> str:
+    """A ``_target_`` of before the package layout, as it is named now (any other: unchanged)."""
+    for old, new in MOVED_TARGETS.items():
+        if target.startswith(old) and target.count(".") == old.count("."):  # acx.envs.X, not acx.envs.factory.X
+            return new + target[len(old) :]
+    return target
+
+
+def upgrade_targets(node: Any) -> Any:
+    """A saved config (plain dicts and lists) with every ``_target_`` named as it is now."""
+    if isinstance(node, dict):
+        return {k: upgrade_target(v) if k == "_target_" and isinstance(v, str) else upgrade_targets(v)
+                for k, v in node.items()}  # fmt: skip
+    if isinstance(node, list):
+        return [upgrade_targets(v) for v in node]
+    return node
 
 
 # ---- validation ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def peak_rss_mib() -> float:
 def run_train(overrides: list[str]) -> tuple[dict, list[dict]]:
     from hydra import compose, initialize_config_dir
 
-    from acx.train import train
+    from acx.run.train import train
 
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*ALWAYS, *overrides, f"paths.output_dir={out}"])
@@ -74,7 +74,7 @@ def ceiling_env(args: argparse.Namespace) -> dict:
     """CartPole's vector env (as acx builds it) with random actions: nothing faster can train."""
     import numpy as np
 
-    from acx.envs import GymEnvFactory
+    from acx.envs.factory import GymEnvFactory
 
     envs = GymEnvFactory("CartPole-v1").make_vector(args.envs, seed=0)
     vector_steps = args.steps // args.envs
@@ -94,9 +94,9 @@ def ceiling_collect(args: argparse.Namespace) -> dict:
     """acx's rollout collection alone (env + policy inference, no learning) with the default network."""
     import torch
 
-    from acx.envs import GymEnvFactory
-    from acx.networks import mlp_actor_critic
-    from acx.rollout import RolloutCollector
+    from acx.algo.networks import mlp_actor_critic
+    from acx.envs.factory import GymEnvFactory
+    from acx.run.rollout import RolloutCollector
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

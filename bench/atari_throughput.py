@@ -36,7 +36,7 @@ def env_only(num_envs: int, steps: int, ale_threads: int, torch_threads: int, ba
     import numpy as np
     import torch
 
-    from acx.atari import AtariEnvFactory
+    from acx.envs.atari import AtariEnvFactory
 
     torch.set_num_threads(torch_threads)
     factory = AtariEnvFactory("pong", num_threads=ale_threads)
@@ -57,7 +57,7 @@ def acx_train(num_envs: int, steps: int, ale_threads: int, torch_threads: int) -
     """acx's own training loop on Pong; throughput from its metrics log."""
     from hydra import compose, initialize_config_dir
 
-    from acx.train import train
+    from acx.run.train import train
 
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(

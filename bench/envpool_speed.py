@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-from acx.envs import ENVPOOL_IDS, GymEnvFactory  # noqa: E402
+from acx.envs.factory import ENVPOOL_IDS, GymEnvFactory  # noqa: E402
 
 
 def steps_per_second(envs, space: gym.Space, num_envs: int, seconds: float) -> float:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acx.report import format_ci, plot_profiles, write_report
-from acx.scores import METRICS, REFERENCE_SCORES, interval_estimates, normalize, performance_profiles
+from acx.analysis.report import format_ci, plot_profiles, write_report
+from acx.analysis.scores import METRICS, REFERENCE_SCORES, interval_estimates, normalize, performance_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 ACX = str(Path(sys.executable).parent / "acx")

@@ -1,4 +1,4 @@
-"""Any env out of the box (acx/envs.py, acx/normalize.py): a user's env module, env kwargs and
+"""Any env out of the box (acx/envs/factory.py, acx/algo/normalize.py): a user's env module, env kwargs and
 wrappers, float64 and Discrete observations, observation and reward normalisation saved with the
 weights, truncation bootstrapping, and MuJoCo."""
 
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from acx.build import build_from_checkpoint
-from acx.checkpoint import load_checkpoint
-from acx.envs import GymEnvFactory
+from acx.algo.normalize import RunningMeanStd
+from acx.envs.factory import GymEnvFactory
 from acx.errors import ConfigError
-from acx.normalize import RunningMeanStd
-from acx.train import train
+from acx.run.build import build_from_checkpoint
+from acx.run.checkpoint import load_checkpoint
+from acx.run.train import train
 from tests.conftest import ACX, FAST, ROOT, compose_train, run_acx
 
 needs_mujoco = pytest.mark.skipif(importlib.util.find_spec("mujoco") is None, reason="needs the mujoco extra")

@@ -13,12 +13,12 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from acx.atari import AtariEnvFactory, LearningSignals, game_from_id, id_from_game, learning_rewards
-from acx.build import build_env_factory, build_network
+from acx.algo.networks import mlp_actor_critic
+from acx.envs.atari import AtariEnvFactory, LearningSignals, game_from_id, id_from_game, learning_rewards
 from acx.errors import ConfigError
-from acx.networks import mlp_actor_critic
-from acx.rollout import RolloutCollector
-from acx.train import train
+from acx.run.build import build_env_factory, build_network
+from acx.run.rollout import RolloutCollector
+from acx.run.train import train
 from tests.conftest import compose_train, eval_in_window, needs_xvfb, run_acx
 
 
@@ -292,7 +292,7 @@ def test_seed002_preset_is_the_seed(tmp_path: Path):
     assert algo.advantage.gae_lambda == 1.0 and algo.reward_scale == 1.0
     assert (algo.loss.value_loss, algo.loss.vf_coef, algo.loss.ent_coef) == ("mse", 1.0, 0.01)
     assert not algo.loss.normalize_advantage and not algo.loss.normalize_returns
-    assert opt._target_ == "acx.optim.Adam" and (opt.lr, opt.eps) == (1e-3, 1e-3)
+    assert opt._target_ == "acx.algo.optim.Adam" and (opt.lr, opt.eps) == (1e-3, 1e-3)
     assert cfg.network.head_hidden == 512 and cfg.network.init == "default" and cfg.seed == 42
     assert cfg.stop._target_.endswith("MeanLastEpisodes") and (cfg.stop.window, cfg.stop.threshold) == (100, 18)
     assert cfg.env.id == "ALE/Pong-v5" and cfg.env.repeat_action_probability == 0.0  # as PongNoFrameskip-v4

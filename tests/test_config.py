@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from acx.build import build_env_factory, build_network, build_optimizers
 from acx.config import TrainConfig, check_network_fits, validate_train_config
 from acx.errors import ConfigError
+from acx.run.build import build_env_factory, build_network, build_optimizers
 from tests.conftest import CONF, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -113,6 +113,7 @@ def test_experiment_presets_compose(tmp_path: Path, experiment: str):
 
 def test_the_schema_names_what_the_builders_build():
     """acx.config stays free of torch, so it lists the activation names itself; they must be the networks'."""
-    from acx import config, networks
+    from acx import config
+    from acx.algo import networks
 
     assert set(config.ACTIVATIONS) == set(networks.ACTIVATIONS)

@@ -19,9 +19,9 @@ import pytest
 envpool = pytest.importorskip("envpool", reason="envpool is not installed (pip install 'acx[envpool]')")
 
 from acx.config import validate_train_config  # noqa: E402
-from acx.envs import ENVPOOL_IDS, EnvpoolVectorEnv, GymEnvFactory  # noqa: E402
+from acx.envs.factory import ENVPOOL_IDS, EnvpoolVectorEnv, GymEnvFactory  # noqa: E402
 from acx.errors import ConfigError  # noqa: E402
-from acx.train import train  # noqa: E402
+from acx.run.train import train  # noqa: E402
 from tests.conftest import FAST, compose_train  # noqa: E402
 
 pytestmark = [
@@ -229,7 +229,7 @@ def test_ids_envpool_does_not_run_as_gymnasium_does_are_one_line_errors():
 
 def test_pendulum_dynamics_differ_where_the_speed_saturates():
     """Why Pendulum-v1 is excluded: envpool integrates the angle with the speed before clipping it to 8.
-    If this fails, envpool has changed: check and put Pendulum-v1 in acx.envs.ENVPOOL_IDS."""
+    If this fails, envpool has changed: check and put Pendulum-v1 in acx.envs.factory.ENVPOOL_IDS."""
     n = 4
     pool = envpool.make("Pendulum-v1", env_type="gymnasium", num_envs=n, seed=0, num_threads=1)
     obs, _ = pool.reset()

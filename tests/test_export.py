@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from acx.build import build_from_checkpoint
-from acx.checkpoint import load_checkpoint
-from acx.export import DeterministicPolicy
-from acx.networks import mlp_actor_critic
+from acx.algo.networks import mlp_actor_critic
+from acx.run.build import build_from_checkpoint
+from acx.run.checkpoint import load_checkpoint
+from acx.run.export import DeterministicPolicy
 from tests.conftest import FAST, acx_main
 
 ort = pytest.importorskip("onnxruntime", reason="acx export's checks need the [export] extra (make venv has it)")

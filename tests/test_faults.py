@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from acx.checkpoint import load_checkpoint
+from acx.run.checkpoint import load_checkpoint
 from tests.conftest import ACX, FAST, ROOT, acx_main, run_acx
 from tests.test_validation import BAD_CHECKPOINTS, make_bad
 

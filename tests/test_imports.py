@@ -1,4 +1,14 @@
-"""The package's import graph has no circle, counting imports made inside functions too."""
+"""The package's layers: what each may import, counting imports made inside functions too, and no circle.
+
+    acx.errors, acx.config      the schema and the errors, below everything
+    acx.algo                    the maths: imports nothing from the run, the envs, the sweeps or the analysis
+    acx.envs                    env factories and joining: no torch, nothing from the run
+    acx.analysis                runs read back and acx report: no torch, nothing from the run
+    acx.run                     the loop and its records, built on algo and envs
+    acx.sweep                   grouping, refill and tuning, on top of the run
+    acx.cli                     the command, on top of everything
+Any module may import the package itself (``acx.__version__``, the config resolvers).
+"""
 
 from __future__ import annotations
 
@@ -7,30 +17,50 @@ from pathlib import Path
 
 ACX = Path(__file__).resolve().parent.parent / "acx"
 
+# layer -> the layers it may import from (besides itself)
+MAY_IMPORT = {
+    "errors": set(),
+    "config": {"errors"},
+    "algo": {"errors"},
+    "envs": {"errors", "config"},
+    "analysis": {"errors", "config"},
+    "run": {"errors", "config", "algo", "envs", "analysis"},
+    "sweep": {"errors", "config", "algo", "envs", "analysis", "run"},
+    "cli": {"errors", "config", "algo", "envs", "analysis", "run", "sweep"},
+    "acx": {"envs"},  # acx/__init__.py: the config resolvers (ale_id imports acx.envs.atari when resolved)
+}
+NO_TORCH = ("envs", "analysis")
+
 
 def module_name(path: Path) -> str:
-    return "acx" if path.name == "__init__.py" else f"acx.{path.stem}"
+    parts = path.relative_to(ACX.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The acx modules a file imports anywhere in it: import statements at any depth, and
-    ``importlib.import_module("acx....")`` calls."""
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "acx"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports anywhere in it: import statements at any depth, and
+    ``importlib.import_module("...")`` calls (``from a import b`` counts as a and a.b)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}  # from acx import x: maybe a module
+            found |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args:
             if isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 found.add(node.args[0].value)
-    return {name for name in found if name in modules} - {module_name(path)}
+    return found
 
 
 def graph() -> dict[str, set[str]]:
-    files = {module_name(p): p for p in ACX.glob("*.py")}
-    return {name: imports_of(path, set(files)) for name, path in files.items()}
+    files = {module_name(p): p for p in ACX.rglob("*.py")}
+    return {name: (imports_of(path) & set(files)) - {name} for name, path in files.items()}
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -63,11 +93,29 @@ def test_find_cycle_finds_one():
 
 def test_no_import_circle_in_acx():
     edges = graph()
-    assert edges["acx.replay"] >= {"acx.build", "acx.checkpoint"} and "acx.train" not in edges["acx.replay"]
+    assert edges["acx.run.replay"] >= {"acx.run.build", "acx.run.checkpoint"}
     assert find_cycle(edges) is None, " -> ".join(find_cycle(edges))
 
 
-def test_builders_sit_below_training_and_evaluation():
+def test_each_layer_imports_only_the_layers_below_it():
     edges = graph()
-    for low in ("acx.build", "acx.networks", "acx.envs", "acx.checkpoint", "acx.evaluate"):
-        assert not edges[low] & {"acx.train", "acx.replay", "acx.cli"}, low
+    assert set(map(layer, edges)) == set(MAY_IMPORT), "a module outside the known layers"
+    wrong = sorted(
+        f"{module} -> {imported}"
+        for module, imported_all in edges.items()
+        for imported in imported_all
+        if layer(imported) not in {layer(module), "acx", *MAY_IMPORT[layer(module)]}  # acx: __version__
+    )
+    assert not wrong, wrong
+
+
+def test_envs_and_analysis_import_no_torch():
+    for path in ACX.rglob("*.py"):
+        if layer(module_name(path)) in NO_TORCH:
+            assert not {m for m in imports_of(path) if m == "torch" or m.startswith("torch.")}, path
+
+
+def test_a_wrong_import_is_caught():
+    edges = {"acx.algo.update": {"acx.run.rollout"}, "acx.run.rollout": set()}
+    wrong = [m for m, i in edges.items() for x in i if layer(x) != layer(m) and layer(x) not in MAY_IMPORT[layer(m)]]
+    assert wrong == ["acx.algo.update"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from acx.checkpoint import load_checkpoint
-from acx.train import train
+from acx.run.checkpoint import load_checkpoint
+from acx.run.train import train
 from tests.conftest import compose_train
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from acx.losses import ActorCriticLoss
-from acx.networks import cnn_actor_critic, mlp_actor_critic
+from acx.algo.losses import ActorCriticLoss
+from acx.algo.networks import cnn_actor_critic, mlp_actor_critic
 
 CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 PENDULUM_ACT = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)

@@ -1,4 +1,4 @@
-"""acx.optim's steps are torch.optim's foreach steps, bit for bit, and load torch.optim's state dicts."""
+"""acx.algo.optim's steps are torch.optim's foreach steps, bit for bit, and load torch.optim's state dicts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from acx import optim
+from acx.algo import optim
 
 CASES = [
     ("Adam", dict(lr=7e-4, eps=1e-5, weight_decay=0.0)),
@@ -48,7 +48,7 @@ def test_steps_equal_torch_optim_bit_for_bit(name: str, kwargs: dict):
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
 def test_a_torch_optim_state_dict_continues_here(name: str, kwargs: dict):
-    """A checkpoint written with torch.optim resumes with acx.optim and continues exactly."""
+    """A checkpoint written with torch.optim resumes with acx.algo.optim and continues exactly."""
     first, second = make_params(), make_params()
     torch_opt = getattr(torch.optim, name)(first, foreach=True, **kwargs)
     run_steps(torch_opt, first, 10)
@@ -78,11 +78,11 @@ def test_the_lr_a_schedule_sets_is_the_lr_used():
 
 
 def test_training_imports_no_torch_dynamo():
-    """torch.optim imports torch._dynamo (~1.3 s of start-up) on its first step; acx.optim does not."""
+    """torch.optim imports torch._dynamo (~1.3 s of start-up) on its first step; acx.algo.optim does not."""
     code = (
         "import sys, torch\n"
-        "from acx import optim\n"
-        "from acx.build import build_env_factory, build_network, build_optimizers\n"
+        "from acx.algo import optim\n"
+        "from acx.run.build import build_env_factory, build_network, build_optimizers\n"
         "from tests.conftest import compose_train\n"
         "from pathlib import Path\n"
         "cfg = compose_train(['optimizer=rmsprop'], Path('/tmp/acx-no-dynamo'))\n"

@@ -1,4 +1,4 @@
-"""Population training (acx/population.py, hydra/launcher=population): members learn exactly as they
+"""Population training (acx/run/population.py, hydra/launcher=population): members learn exactly as they
 would alone, stay independent, and leave ordinary run folders."""
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from acx.build import build_network, seed_everything
-from acx.envs import GymEnvFactory
+from acx.algo.losses import ActorCriticLoss
+from acx.algo.update import Updater
+from acx.envs.factory import GymEnvFactory
 from acx.errors import NonFiniteError
-from acx.losses import ActorCriticLoss
-from acx.population import MemberEnvs, Population, group_key, open_member, plan_groups, train_population, why_alone
-from acx.rollout import Rollout
-from acx.update import Updater
+from acx.run.build import build_network, seed_everything
+from acx.run.population import MemberEnvs, Population, group_key, open_member, plan_groups, train_population, why_alone
+from acx.run.rollout import Rollout
 from hydra_plugins.acx_population_launcher.population_launcher import SweepConfigs
 from tests.conftest import CONF, FAST, compose_train, run_acx
 
@@ -235,7 +235,7 @@ def test_member_follows_the_single_run_of_its_seed(tmp_path: Path, overrides: li
     """A member of a population of 3 ends 2,000 env steps where `acx train seed=1` ends: the same env
     steps and episodes, weights equal to float rounding (its envs, initial weights and sampling
     stream are the single run's; only batched matmuls round differently)."""
-    from acx.train import train
+    from acx.run.train import train
 
     common = [*FAST, "total_steps=2000", "stop=budget", *overrides]
     single = train(compose_train([*common, "seed=1"], tmp_path / "single"))

@@ -13,18 +13,18 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from acx.build import build_estimator
-from acx.checkpoint import load_checkpoint
+from acx.algo.losses import ActorCriticLoss, PPOLoss
+from acx.algo.networks import mlp_actor_critic
+from acx.algo.optim import Adam
+from acx.algo.update import Updater
 from acx.config import validate_train_config
-from acx.envs import GymEnvFactory
+from acx.envs.factory import GymEnvFactory
 from acx.errors import ConfigError
-from acx.losses import ActorCriticLoss, PPOLoss
-from acx.networks import mlp_actor_critic
-from acx.optim import Adam
-from acx.population import why_alone
-from acx.rollout import RolloutCollector
-from acx.train import train
-from acx.update import Updater
+from acx.run.build import build_estimator
+from acx.run.checkpoint import load_checkpoint
+from acx.run.population import why_alone
+from acx.run.rollout import RolloutCollector
+from acx.run.train import train
 from tests.conftest import FAST, compose_train, run_acx
 from tests.test_config import EXPERIMENTS
 
@@ -97,7 +97,7 @@ def short_rollout(store_log_probs: bool = True, n_envs: int = 4, n_steps: int = 
     envs = factory.make_vector(n_envs, seed=0)
     collector = RolloutCollector(envs, net, n_steps, torch.device("cpu"), store_log_probs=store_log_probs)
     rollout = collector.collect()
-    estimator = build_estimator({"_target_": "acx.returns.gae_advantages", "_partial_": True, "gae_lambda": 0.95})
+    estimator = build_estimator({"_target_": "acx.algo.returns.gae_advantages", "_partial_": True, "gae_lambda": 0.95})
     adv, ret = estimator(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, 0.99)
     return net, rollout, adv, ret
 
@@ -108,7 +108,7 @@ def test_minibatch_epochs_visit_every_valid_transition_once_per_epoch(monkeypatc
     assert not valid.all(), "the 7-step limit must leave autoreset steps in the rollout"
     updater = Updater(net, {"all": Adam(net.parameters(), lr=1e-4)}, PPOLoss(), 0.5, epochs=3, minibatches=4)
     seen = []
-    from acx import update
+    from acx.algo import update
 
     take = update.Batch.take
     monkeypatch.setattr(update.Batch, "take", lambda self, index: seen.append(index.clone()) or take(self, index))

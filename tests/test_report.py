@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from acx.errors import ConfigError
-from acx.report import group_runs, learning_curve, short_override, write_report
-from acx.runs import RunRecord, eval_return_auc, find_run_dirs, load_run, objective_value, steps_to_threshold
-from acx.scores import (
+from acx.analysis.report import group_runs, learning_curve, short_override, write_report
+from acx.analysis.runs import RunRecord, eval_return_auc, find_run_dirs, load_run, objective_value, steps_to_threshold
+from acx.analysis.scores import (
     METRICS,
     REFERENCE_SCORES,
     aggregates,
@@ -27,6 +26,7 @@ from acx.scores import (
     random_score,
     score_distribution,
 )
+from acx.errors import ConfigError
 from tests.conftest import run_acx
 
 
@@ -153,7 +153,7 @@ def test_report_cli_errors_are_one_line(tmp_path: Path):
         assert len(lines) == 1 and lines[0].startswith("acx: error: ") and str(target) in lines[0]
 
 
-# --- statistics: acx.scores against hand-computed values and rliable's own functions ------------------
+# --- statistics: acx.analysis.scores against hand-computed values and rliable's own functions ------------------
 
 SCORES = np.array([[1, 10], [2, 30], [3, 20], [4, 50], [10, 40], [5, 60], [6, 70], [8, 80]], dtype=float)  # 8 x 2
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from acx.returns import gae_advantages, monte_carlo_advantages, td0_advantages
+from acx.algo.returns import gae_advantages, monte_carlo_advantages, td0_advantages
 
 
 def col(*xs):

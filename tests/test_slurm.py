@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from acx.checkpoint import load_checkpoint
+from acx.run.checkpoint import load_checkpoint
 from tests.conftest import ACX, FAST, ROOT, run_acx
 from tests.slurm_cluster import SlurmCluster, missing
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acx.runs import eval_return_auc, read_eval_curve
+from acx.analysis.runs import eval_return_auc, read_eval_curve
 from tests.conftest import ACX, FAST, ROOT, run_acx
 
 TINY = [*FAST, "total_steps=2000"]
@@ -68,7 +68,7 @@ def test_multirun_two_configs_two_seeds_and_report(tmp_path: Path):
         assert min(final) - 0.05 <= float(row[2]) <= float(row[3]) <= max(final) + 0.05
         assert float(row[4]) == pytest.approx(np.mean(best), abs=0.05)
 
-    from acx.report import write_report
+    from acx.analysis.report import write_report
 
     report = write_report(sweep)  # the figure the PNG was drawn from
     lines = [line for line in report.figure.axes[0].get_lines() if not line.get_label().startswith("_")]

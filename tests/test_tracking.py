@@ -21,10 +21,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import acx
-from acx.checkpoint import load_checkpoint
+from acx.algo.update import explained_variance, gradient_stats
 from acx.cli import CONF_DIR
-from acx.loggers import JsonlLogger, LoggerGroup
-from acx.update import explained_variance, gradient_stats
+from acx.run.checkpoint import load_checkpoint
+from acx.run.loggers import JsonlLogger, LoggerGroup
 
 TRAIN_KEYS = [
     "losses/policy", "losses/value", "losses/entropy", "losses/total",
@@ -256,8 +256,8 @@ def test_sweep_jobs_share_a_wandb_group_named_after_the_sweep(tmp_path):
 def test_wandb_logger_records_videos(tmp_path, monkeypatch):
     import numpy as np
 
-    from acx.loggers import WandbLogger
-    from acx.video import write_video
+    from acx.run.loggers import WandbLogger
+    from acx.run.video import write_video
 
     for key, value in offline_env(tmp_path).items():
         monkeypatch.setenv(key, value)
@@ -292,7 +292,7 @@ def conf_dir():
 def test_logger_group_composes_several_loggers(conf_dir, overrides, expected):
     cfg = compose("train", overrides=overrides)
     assert set(cfg.logger) == expected
-    targets = {"wandb": "acx.loggers.WandbLogger", "tensorboard": "acx.loggers.TensorBoardLogger"}
+    targets = {"wandb": "acx.run.loggers.WandbLogger", "tensorboard": "acx.run.loggers.TensorBoardLogger"}
     assert {k: cfg.logger[k]._target_ for k in cfg.logger} == {k: targets[k] for k in expected}
 
 
@@ -354,7 +354,7 @@ def test_metrics_jsonl_has_one_row_per_env_step_across_a_resume(tmp_path):
 
 def test_a_train_row_and_an_evaluation_at_one_step_share_its_row(tmp_path):
     """With a row every update, every evaluation falls on a train row's step: it joins that row."""
-    from acx.train import train
+    from acx.run.train import train
     from tests.conftest import FAST, compose_train
 
     summary = train(compose_train([*FAST, "log.every_updates=1", "total_steps=2000", "stop=budget"], tmp_path))
@@ -394,12 +394,12 @@ def test_explained_variance_by_hand(values, returns, mask, expected):
 
 
 def test_update_diagnostics_are_taken_before_clipping_and_only_when_asked():
-    from acx.envs import GymEnvFactory
-    from acx.losses import ActorCriticLoss
-    from acx.networks import mlp_actor_critic
-    from acx.returns import gae_advantages
-    from acx.rollout import RolloutCollector
-    from acx.update import Updater
+    from acx.algo.losses import ActorCriticLoss
+    from acx.algo.networks import mlp_actor_critic
+    from acx.algo.returns import gae_advantages
+    from acx.algo.update import Updater
+    from acx.envs.factory import GymEnvFactory
+    from acx.run.rollout import RolloutCollector
 
     torch.manual_seed(0)
     factory = GymEnvFactory("CartPole-v1")
@@ -430,7 +430,7 @@ def test_training_videos_reach_the_run_folder_wandb_and_tensorboard(tmp_path):
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from acx.video import read_video
+    from acx.run.video import read_video
 
     run_dir = tmp_path / "run"
     args = ["train", "logger=[wandb,tensorboard]", "stop=budget", "total_steps=5000", "eval.every_steps=1000",

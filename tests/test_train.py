@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from acx.build import build_env_factory, build_estimator, build_network
-from acx.checkpoint import load_checkpoint, load_weights
-from acx.envs import GymEnvFactory
-from acx.networks import mlp_actor_critic
-from acx.rollout import RolloutCollector
-from acx.train import train
-from acx.update import ConstantLR, LinearLR, linear_lr
+from acx.algo.networks import mlp_actor_critic
+from acx.algo.update import ConstantLR, LinearLR, linear_lr
+from acx.envs.factory import GymEnvFactory
+from acx.run.build import build_env_factory, build_estimator, build_network
+from acx.run.checkpoint import load_checkpoint, load_weights
+from acx.run.rollout import RolloutCollector
+from acx.run.train import train
 from tests.conftest import FAST, compose_train
 from tests.test_config import EXPERIMENTS
 
@@ -158,7 +158,7 @@ def test_linear_lr_schedule_in_training_and_across_resume(tmp_path: Path):
 def test_the_estimator_is_a_plain_partial_without_hydras_wrapper():
     from hydra.utils import instantiate
 
-    node = {"_target_": "acx.returns.gae_advantages", "_partial_": True, "gae_lambda": 0.9}
+    node = {"_target_": "acx.algo.returns.gae_advantages", "_partial_": True, "gae_lambda": 0.9}
     hydra_fn = instantiate(node)
     fn = build_estimator(node)
     assert type(fn) is functools.partial and fn.keywords == {"gae_lambda": 0.9}
@@ -173,8 +173,8 @@ def test_the_estimator_is_a_plain_partial_without_hydras_wrapper():
 def test_an_error_while_building_closes_what_was_built(tmp_path: Path, monkeypatch):
     """Resources are registered as soon as they exist: a failure later in the build closes the training
     and eval envs and the loggers."""
-    import acx.train as train_module
-    from acx.loggers import JsonlLogger
+    import acx.run.train as train_module
+    from acx.run.loggers import JsonlLogger
 
     made, closed, jsonl = [], [], []
     real_make_vector, real_jsonl_init = GymEnvFactory.make_vector, JsonlLogger.__init__

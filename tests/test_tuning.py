@@ -14,9 +14,9 @@ from tests.conftest import CONF, FAST, run_acx
 optuna = pytest.importorskip("optuna", reason="the Optuna sweeper needs the sweeps extra: pip install -e '.[sweeps]'")
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 
+from acx.analysis.runs import objective_value, read_eval_curve  # noqa: E402
 from acx.errors import ConfigError  # noqa: E402
-from acx.runs import objective_value, read_eval_curve  # noqa: E402
-from acx.tuning import (  # noqa: E402
+from acx.sweep.tuning import (  # noqa: E402
     TrialReporter,
     aggregate,
     check_seeds,

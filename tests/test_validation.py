@@ -51,7 +51,10 @@ BAD_CONFIGS = [
     (["optimizer.lrr=1e-3"], "optimizer.lrr: no such key; did you mean optimizer.lr?"),
     (["optimizer=adam_split", "optimizer.lr=1e-3"], "did you mean optimizer.actor.lr, optimizer.critic.lr?"),
     (["optimizer=adam_split", "network=mlp_shared"], "optimizer: separate actor and critic optimizers need separate"),
-    (["algo.advantage._target_=acx.returns.nope"], "algo.advantage: cannot import _target_ 'acx.returns.nope'"),
+    (
+        ["algo.advantage._target_=acx.algo.returns.nope"],
+        "algo.advantage: cannot import _target_ 'acx.algo.returns.nope'",
+    ),
     (["+env.kwargs.bogus=1"], "env.kwargs: CartPole-v1 does not take them"),
     (["env.kwargs={bogus: 1}"], "env.kwargs.bogus: no such key"),
     (["algo=episodic", "algo.num_envs=4"], "algo.num_envs: must be 1 when algo.n_steps is null"),

@@ -1,6 +1,6 @@
 """``hydra/sweeper=acx_optuna``: an Optuna search whose trials are Hydra jobs, on a maintained Optuna
 (>= 4) with RDB storage, resumable studies and pruning. hydra-optuna-sweeper 1.3 needs optuna < 3,
-whose RDB storage fails under SQLAlchemy 2. The logic lives in ``acx.tuning``; see its docstring."""
+whose RDB storage fails under SQLAlchemy 2. The logic lives in ``acx.sweep.tuning``; see its docstring."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class AcxOptunaSweeper(Sweeper):
         from optuna.trial import TrialState
         from sqlalchemy.engine import make_url
 
-        from acx.tuning import (
+        from acx.sweep.tuning import (
             FINISHED,
             Heartbeat,
             check_seeds,
@@ -161,7 +161,7 @@ class AcxOptunaSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        from acx.tuning import aggregate
+        from acx.sweep.tuning import aggregate
 
         errors = [ret._return_value for ret in rets if ret.status != JobStatus.COMPLETED]
         if not errors:

@@ -1,9 +1,9 @@
 """``hydra/launcher=population``: the jobs of a multirun that differ only in their seed and scalar
-hyperparameters train as one population in one process (``acx.population``), with stacked networks.
+hyperparameters train as one population in one process (``acx.run.population``), with stacked networks.
 
 The launcher composes every job's config and writes its job folder as Hydra's own launchers do
 (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), groups the jobs by what changes the
-shape of the computation (``acx.population.group_key``), and trains each group, split into at most
+shape of the computation (``acx.run.population.group_key``), and trains each group, split into at most
 ``max_members`` members and into ``n_jobs`` groups when there are fewer, in ``n_jobs`` processes side
 by side. A job that cannot join a population (a resume, the episodic variant, a CNN) runs on its own,
 as the basic launcher runs it, after one line saying why. Each job returns its value
@@ -53,7 +53,7 @@ class SweepConfigs:
     def _member(self, override) -> bool:
         from hydra.core.override_parser.types import OverrideType
 
-        from acx.population import MEMBER_KEYS
+        from acx.run.population import MEMBER_KEYS
 
         return (
             override.type == OverrideType.CHANGE
@@ -148,7 +148,7 @@ class PopulationLauncher(Launcher):
 
     def _run_remote(self, args: list[tuple], sweep_dir: Path) -> list[list[Any]]:
         """Each population's ``run_group`` as a SLURM array task or a Ray task; their results in order."""
-        from acx.population import run_group
+        from acx.run.population import run_group
 
         if self.backend == "slurm":
             import submitit
@@ -168,10 +168,10 @@ class PopulationLauncher(Launcher):
         return ray.get([remote.remote(*a) for a in args])
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from acx.analysis.runs import objective_value
         from acx.errors import AcxError
-        from acx.population import group_key, plan_groups, run_group, why_alone
-        from acx.runs import objective_value
-        from acx.signals import Interrupted
+        from acx.run.population import group_key, plan_groups, run_group, why_alone
+        from acx.run.signals import Interrupted
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         setup_globals()

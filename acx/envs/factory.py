@@ -276,10 +276,10 @@ class GymEnvFactory:
         # a user's env: env.id=my_pkg.envs:Maze-v0 imports my_pkg.envs (which registers Maze-v0) first
         self.module = module
         self.module_path = import_env_module(module, id) if module else None
-        # importing acx.atari registers ALE's ids with Gymnasium; an id Gymnasium already knows as a
+        # importing acx.envs.atari registers ALE's ids with Gymnasium; an id Gymnasium already knows as a
         # non-ALE env (CartPole) needs no ale-py import (~6 MiB of memory, ~0.06 s of start-up)
         if name not in gym.registry or str(gym.spec(name).entry_point).startswith("ale_py"):
-            from acx.atari import is_atari_id
+            from acx.envs.atari import is_atari_id
 
             if is_atari_id(name):  # raw 210x160 RGB frames: Atari needs the preprocessing of env=atari
                 raise ConfigError(f"env.id={id!r} is an Atari game: train it with env=atari env.id={name}")

@@ -5,7 +5,7 @@ One loop serves every algorithm variant: they differ only in ``algo.n_steps``/``
 to learn), ``algo.advantage`` (which target), and for PPO ``algo.loss`` (the clipped surrogate) and
 ``algo.epochs``/``algo.minibatches`` (shuffled minibatch steps per rollout). ``open_run`` builds what
 the config names into a ``Run``; the run's state (network, optimizers, progress) is one ``RunState``
-that checkpoints save and ``acx.checkpoint.restore`` restores.
+that checkpoints save and ``acx.run.checkpoint.restore`` restores.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 import acx
-from acx.build import build_env_factory, build_estimator, build_network, build_optimizers, seed_everything
-from acx.checkpoint import (
+from acx.algo.update import Updater
+from acx.config import TrainConfig, check_network_fits, validate_train_config
+from acx.errors import ConfigError, NonFiniteError, OutputWriteError
+from acx.run.build import build_env_factory, build_estimator, build_network, build_optimizers, seed_everything
+from acx.run.checkpoint import (
     CheckpointWriter,
     Progress,
     RunState,
@@ -36,15 +39,12 @@ from acx.checkpoint import (
     restore,
     space_to_dict,
 )
-from acx.config import TrainConfig, check_network_fits, validate_train_config
-from acx.errors import ConfigError, NonFiniteError, OutputWriteError
-from acx.evaluate import Evaluator
-from acx.loggers import JsonlLogger, LoggerGroup, build_loggers
-from acx.record import Every, MetricsWindow
-from acx.rollout import Rollout, RolloutCollector
-from acx.signals import Interrupted, StopSignals, requeued_checkpoint
-from acx.stopping import StopRule
-from acx.update import Updater
+from acx.run.evaluate import Evaluator
+from acx.run.loggers import JsonlLogger, LoggerGroup, build_loggers
+from acx.run.record import Every, MetricsWindow
+from acx.run.rollout import Rollout, RolloutCollector
+from acx.run.signals import Interrupted, StopSignals, requeued_checkpoint
+from acx.run.stopping import StopRule
 
 # errors that mean the run's outputs cannot be written (a full disk or quota, a lost or read-only mount)
 WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
@@ -135,7 +135,7 @@ class Clock:
 @dataclasses.dataclass
 class Run:
     """A training run's parts, built by ``open_run``; the loop in ``train`` steps them. A population
-    member (``acx.population``) has the recording parts only: the population collects and learns."""
+    member (``acx.run.population``) has the recording parts only: the population collects and learns."""
 
     cfg: TrainConfig
     factory: Any

@@ -1,6 +1,6 @@
 """``acx report DIR [DIR ...]``: what the seeds support, per configuration (a run's overrides less
 ``seed``): the IQM, median, mean and optimality gap of the final, best and AUC eval returns with 95%
-stratified bootstrap CIs (rliable, through ``acx.scores``), and three figures: IQM learning curves,
+stratified bootstrap CIs (rliable, through ``acx.analysis.scores``), and three figures: IQM learning curves,
 performance profiles and the probability of improvement over a baseline. ``--format csv|json`` also
 writes the tidy per-run table."""
 
@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from acx.config import ReportArgs, validate
-from acx.errors import ConfigError
-from acx.runs import RunRecord, find_run_dirs, load_run, override_key, without_seed
-from acx.scores import (
+from acx.analysis.runs import RunRecord, find_run_dirs, load_run, override_key, without_seed
+from acx.analysis.scores import (
     METRICS,
     REFERENCE_SCORES,
     Estimate,
@@ -29,6 +27,8 @@ from acx.scores import (
     performance_profiles,
     probabilities_of_improvement,
 )
+from acx.config import ReportArgs, validate
+from acx.errors import ConfigError
 
 TABLE_NAME = "report.md"
 PLOT_NAME = "learning_curves.png"

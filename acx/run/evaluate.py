@@ -1,6 +1,6 @@
 """In-training evaluation: deterministic episodes on envs of their own, with fresh start states each
 time, a confirmation over more episodes before a run counts as solved, and the best checkpoint.
-(Replaying a saved checkpoint, ``acx eval``, is ``acx.replay``.)"""
+(Replaying a saved checkpoint, ``acx eval``, is ``acx.run.replay``.)"""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from acx.checkpoint import CheckpointWriter, RunState
-from acx.loggers import LoggerGroup
-from acx.networks import ActorCritic
-from acx.record import Every
-from acx.video import FrameRecorder, play_episodes, video_fps, write_video
+from acx.algo.networks import ActorCritic
+from acx.run.checkpoint import CheckpointWriter, RunState
+from acx.run.loggers import LoggerGroup
+from acx.run.record import Every
+from acx.run.video import FrameRecorder, play_episodes, video_fps, write_video
 
 EVAL_SEED_OFFSET = 1_000_000  # eval episodes start from states the training envs never use
 

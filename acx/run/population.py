@@ -3,7 +3,7 @@
 P members (different seeds, and scalar hyperparameters that may differ: ``MEMBER_KEYS``) share one
 stacked network: every weight gets a leading member dim, and each Linear layer is one batched matmul
 over the members. Members share no parameters, so one backward pass of the sum of their losses gives
-each member exactly its own gradient; gradient clipping and the optimizer step (``acx.optim`` with one
+each member exactly its own gradient; gradient clipping and the optimizer step (``acx.algo.optim`` with one
 lr per member) are per member. Everything else a member has of its own, as a single run does: its
 envs (seeded as ``acx train seed=s`` seeds them), its initial weights (those of ``acx train seed=s``),
 a torch generator for its action sampling (continuing the stream a single run would draw from), its
@@ -13,7 +13,7 @@ single-run checkpoints: ``acx eval`` replays them and ``acx train resume=`` cont
 A member that solves, spends its budget, goes non-finite or is pruned leaves the population: its rows
 are dropped from the stacked weights, the optimizer state and the envs, so it costs nothing more.
 
-The loop is ``acx.train``'s: collect (``RolloutCollector`` over every member's envs at once) ->
+The loop is ``acx.run.train``'s: collect (``RolloutCollector`` over every member's envs at once) ->
 estimate (the variant's estimator, with per-env gamma) -> update -> record -> maybe evaluate ->
 maybe checkpoint -> maybe stop, per member.
 
@@ -42,19 +42,19 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from acx.build import build_estimator, build_network, build_optimizers, seed_everything
-from acx.checkpoint import Progress, RunState, rng_state
+from acx.algo.losses import masked_mean
+from acx.algo.networks import ActorCritic, CategoricalHead, GaussianHead
+from acx.algo.normalize import RunningMeanStd
+from acx.algo.update import explained_variance, masked_var
 from acx.config import validate_train_config
 from acx.errors import AcxError, NonFiniteError
-from acx.evaluate import evaluate_vector
-from acx.losses import masked_mean
-from acx.networks import ActorCritic, CategoricalHead, GaussianHead
-from acx.normalize import RunningMeanStd
-from acx.record import Every
-from acx.rollout import Rollout, RolloutCollector
-from acx.signals import Interrupted, StopSignals
-from acx.train import Run, open_records, prepare, write_failure
-from acx.update import explained_variance, masked_var
+from acx.run.build import build_estimator, build_network, build_optimizers, seed_everything
+from acx.run.checkpoint import Progress, RunState, rng_state
+from acx.run.evaluate import evaluate_vector
+from acx.run.record import Every
+from acx.run.rollout import Rollout, RolloutCollector
+from acx.run.signals import Interrupted, StopSignals
+from acx.run.train import Run, open_records, prepare, write_failure
 
 # scalar keys whose values may differ between the members of one population
 MEMBER_KEYS = (
@@ -381,7 +381,7 @@ def clip_per_member(grads: list[Tensor], max_norms: Tensor) -> Tensor:
 
 
 def member_gradient_stats(grads: list[Tensor]) -> dict[str, Tensor]:
-    """acx.update.gradient_stats per member: RMS, max |g| and variance over each member's entries."""
+    """acx.algo.update.gradient_stats per member: RMS, max |g| and variance over each member's entries."""
     flat = torch.cat([g.detach().flatten(1) for g in grads], dim=1)
     return {
         "train/grad_l2": flat.square().mean(1).sqrt(),
@@ -663,7 +663,7 @@ def train_population(
     position: int = 0,
 ) -> list[Any]:
     """Train the members ``cfgs`` (resolved train configs of one ``group_key``) as one population;
-    each leaves what ``acx.train.train`` leaves in its folder. Returns, per member, its summary or
+    each leaves what ``acx.run.train.train`` leaves in its folder. Returns, per member, its summary or
     the exception it ended with (a ConfigError, NonFiniteError, optuna.TrialPruned)."""
     started = time.perf_counter()
     on_evals = list(on_evals) if on_evals is not None else [None] * len(cfgs)
@@ -698,7 +698,7 @@ def train_population(
                 solved = sum(m.solved for m in members)
                 bar.set_postfix(training=len(pop.members), solved=solved, refresh=False)
         except OSError as exc:  # a full disk: the members still training stop with the one line
-            from acx.train import WRITE_FAILURES
+            from acx.run.train import WRITE_FAILURES
 
             if exc.errno not in WRITE_FAILURES:
                 raise
@@ -871,7 +871,7 @@ def run_group(cfgs: Sequence[dict], hydra_cfgs: Sequence[dict | None], position:
         node = OmegaConf.create(hydra_cfg).hydra if hydra_cfg is not None else None
         reporter = None
         if node is not None and node.sweeper.get("trial_number") is not None:  # a trial of hydra/sweeper=acx_optuna
-            from acx.tuning import trial_reporter
+            from acx.sweep.tuning import trial_reporter
 
             reporter = trial_reporter(cfg, node)
         on_evals.append(reporter)

@@ -1,5 +1,5 @@
-"""Builders: what the config names, made into objects. Training (``acx.train``) and replay
-(``acx.replay``) both build from here; nothing here imports either of them.
+"""Builders: what the config names, made into objects. Training (``acx.run.train``) and replay
+(``acx.run.replay``) both build from here; nothing here imports either of them.
 
 Every builder trusts a config that ``acx.config`` has validated and does not check it again.
 """
@@ -16,11 +16,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from acx.checkpoint import check_fits_env, load_weights
-from acx.envs import add_import_path
-from acx.networks import ActorCritic
-from acx.normalize import ObsNormalizer, RewardNormalizer
-from acx.optim import Optimizer
+from acx.algo.networks import ActorCritic
+from acx.algo.normalize import ObsNormalizer, RewardNormalizer
+from acx.algo.optim import Optimizer
+from acx.config import upgrade_targets
+from acx.envs.factory import add_import_path
+from acx.run.checkpoint import check_fits_env, load_weights
 
 
 def seed_everything(seed: int) -> None:
@@ -40,7 +41,7 @@ def build_network(
     network_cfg: Mapping[str, Any], factory, device: torch.device, normalize: Mapping[str, Any] | None = None
 ) -> ActorCritic:
     """The network ``conf/network/*.yaml`` describes, for the factory's spaces, on ``device``, with the
-    running statistics that ``normalize`` switches on (``acx.normalize``) among its buffers."""
+    running statistics that ``normalize`` switches on (``acx.algo.normalize``) among its buffers."""
     net = instantiate(network_cfg, observation_space=factory.observation_space, action_space=factory.action_space)
     if normalize and normalize.get("obs"):
         shape = tuple(factory.observation_space.shape)
@@ -53,7 +54,7 @@ def build_network(
 def build_from_checkpoint(ckpt: dict[str, Any], device: torch.device, env_id: str | None = None):
     """The env factory and the network with its weights, from a checkpoint's own config alone
     (``env_id``: another env with the same spaces)."""
-    run_cfg = OmegaConf.create(ckpt["meta"]["config"])
+    run_cfg = OmegaConf.create(upgrade_targets(ckpt["meta"]["config"]))  # a run saved before acx/algo, acx/run
     if env_id:
         run_cfg.env.id = env_id
     add_import_path(ckpt["meta"].get("env_module_path"))  # where a user's env module was imported from

@@ -195,7 +195,7 @@ class ActorCritic(nn.Module):
         self.critic_encoder = critic_encoder  # None: the critic reads the actor's trunk
         self.policy_head = policy_head
         self.value_head = value_head
-        # normalize.obs / normalize.reward (acx.normalize): running statistics kept as buffers here, so
+        # normalize.obs / normalize.reward (acx.algo.normalize): running statistics kept as buffers here, so
         # that checkpoints, resume, evaluation, replay and export all carry them with the weights
         self.obs_norm: nn.Module | None = None
         self.reward_norm: nn.Module | None = None

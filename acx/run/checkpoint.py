@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from acx.algo.optim import Optimizer
 from acx.errors import CheckpointError
-from acx.optim import Optimizer
 
 FORMAT = "acx-checkpoint"
 FORMAT_VERSION = 1
@@ -52,7 +52,7 @@ class RunState:
     saved in every checkpoint and restored on resume (the global RNGs are saved beside it)."""
 
     net: torch.nn.Module
-    optimizers: dict[str, Optimizer]  # acx.optim (or torch.optim) optimizers by group
+    optimizers: dict[str, Optimizer]  # acx.algo.optim (or torch.optim) optimizers by group
     progress: Progress
     rng: Callable[[], dict[str, Any]] | None = None  # the RNG states to save, when not the process's
 

@@ -14,10 +14,10 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from acx.build import build_from_checkpoint
-from acx.checkpoint import load_checkpoint
 from acx.config import EvalConfig, validate
-from acx.video import FrameRecorder, play_episodes, video_fps, write_video
+from acx.run.build import build_from_checkpoint
+from acx.run.checkpoint import load_checkpoint
+from acx.run.video import FrameRecorder, play_episodes, video_fps, write_video
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:

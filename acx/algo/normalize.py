@@ -11,7 +11,7 @@ Why in the network and not Gymnasium's ``wrappers.vector.NormalizeObservation``/
   the video env and ``acx eval``'s single env are all other envs than the training ones);
 - Gymnasium's reward wrapper changes the rewards the env returns, so the logged episode returns would
   be normalised ones; here the learner's rewards are scaled and logged returns stay the env's;
-- a population stacks the statistics per member like its weights (``acx.population``).
+- a population stacks the statistics per member like its weights (``acx.run.population``).
 
 When they change: the observation statistics take in each rollout's observations after the update on
 that rollout, so a rollout is collected and learnt from under the same statistics (PPO's ratio starts

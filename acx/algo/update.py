@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from acx.algo.losses import ActorCriticLoss, masked_mean
+from acx.algo.networks import ActorCritic
+from acx.algo.optim import Optimizer
 from acx.errors import NonFiniteError
-from acx.losses import ActorCriticLoss, masked_mean
-from acx.networks import ActorCritic
-from acx.optim import Optimizer
-from acx.rollout import Rollout
+from acx.run.rollout import Rollout
 
 
 def linear_lr(fraction_done: float, final_fraction: float = 0.0) -> float:

@@ -105,7 +105,7 @@ class TensorBoardLogger:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        from acx.video import gif_bytes, read_video
+        from acx.run.video import gif_bytes, read_video
 
         for path in paths:
             frames, fps = read_video(path)

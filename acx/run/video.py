@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from acx.networks import ActorCritic
+from acx.algo.networks import ActorCritic
 
 
 class FrameRecorder(gym.Wrapper):

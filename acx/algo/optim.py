@@ -10,7 +10,7 @@ settings, so the numbers are torch's bit for bit (``tests/test_optim.py`` checks
 torch.optim). The state dicts have torch.optim's layout and state names, so a checkpoint written
 with torch.optim loads here. Each optimizer keeps one parameter group, as acx builds them.
 
-A population (``acx.population``) stacks its members' parameters along dim 0 and gives ``lr`` as a
+A population (``acx.run.population``) stacks its members' parameters along dim 0 and gives ``lr`` as a
 list, one per member: the step is then scaled per member (``_per_member``), the rest is unchanged.
 """
 

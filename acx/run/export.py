@@ -24,10 +24,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 import acx
-from acx.build import build_from_checkpoint
-from acx.checkpoint import load_checkpoint
+from acx.algo.networks import ActorCritic
 from acx.config import ExportConfig, validate
-from acx.networks import ActorCritic
+from acx.run.build import build_from_checkpoint
+from acx.run.checkpoint import load_checkpoint
 
 FILES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
 

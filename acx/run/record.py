@@ -10,8 +10,8 @@ from collections import deque
 import numpy as np
 from tqdm import tqdm
 
-from acx.checkpoint import Progress
-from acx.rollout import Rollout
+from acx.run.checkpoint import Progress
+from acx.run.rollout import Rollout
 
 
 class Every:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from acx.networks import ActorCritic
+from acx.algo.networks import ActorCritic
 
 
 @dataclass

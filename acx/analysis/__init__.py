@@ -1,0 +1,1 @@
+"""What runs leave, read back: run folders, curves, rliable statistics and ``acx report``. No torch here."""
