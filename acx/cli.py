@@ -165,6 +165,12 @@ def resume_arguments(args: list[str]) -> list[str]:
     given = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not given or not given[-1] or given[-1] == "null":
         return args
+    if {"-m", "--multirun"} & set(args) and "," in given[-1]:  # a sweep of runs to resume
+        if "hydra/launcher=population" not in args:
+            print(f"acx: error: resume={given[-1]}: a sweep of runs to resume needs hydra/launcher=population "
+                  "(each job continues its own run, in its own folder)", file=sys.stderr)  # fmt: skip
+            sys.exit(2)
+        return args
     from acx.run.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint  # imports torch: ~1.4 s
 
     try:

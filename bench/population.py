@@ -1,18 +1,22 @@
-"""Population training against one process per run, side by side on this machine: writes
-docs/population.md and docs/population.json.
+"""Cohorts against one process per run, side by side on this machine: writes docs/population.md and
+docs/population.json.
 
-    make bench-population          # or: python bench/population.py [--seeds 64] [--budget 100000]
+    make bench-population          # or: python bench/population.py [--quick] [--before REV]
 
-Arms, each one real `acx train` command (logger=none, progress=false), in this order:
-- joblib:      -m hydra/launcher=joblib seed=range(0,S)      one process per run, one per core
-- population:  -m hydra/launcher=population seed=range(0,S)  the default: one population per core
-- population_1proc: the same in one process (hydra.launcher.n_jobs=1): its peak RSS, P = S members
-- throughput: stop=budget, a fixed budget, no evaluations: a single run, then P = S members in one
-  process; training steps/s = the median logged time/sps, summed over members
-- single_rss:  one plain `acx train seed=0` run, to 100k steps or solved: its peak RSS
-Learning: seeds 0..31 of the joblib and population arms (the same seeds, the same config), solved
-count and steps to solve, and a two-sided Mann-Whitney U test (scipy) on steps to solve, a seed that
-did not solve counted as slower than every solve.
+Every arm is a real `acx train` command (logger=none, progress=false) unless it says otherwise; the arms
+of one comparison run back to back, in this order:
+- one run: `acx train` of this tree against the commit before the cohort rewrite (``--before``, a git
+  worktree beside this one), alternating, ``--pairs`` times: training steps/s (the median logged
+  time/sps) and start-up (process start to the first env step);
+- to solved or 100k steps: 256 and 64 CartPole seeds, ``hydra/launcher=population`` against
+  ``hydra/launcher=joblib`` (one process per run, one per core);
+- a fixed budget: 64 seeds x 100k steps, ``stop=budget``;
+- PPO: 16 CartPole seeds with ``algo=ppo``, and a Mann-Whitney U test on steps to solve;
+- episodic: 16 CartPole seeds with ``algo=episodic``;
+- Atari: 8 Pong members (``env=pong stop=budget``, 20k steps each) in one process against one run:
+  aggregate training steps/s;
+- stacking kernels (in this process): the Nature CNN of 8 members as one grouped convolution against
+  ``torch.vmap`` over ``Conv2d``, and an MLP of 16 members with ``baddbmm`` against ``torch.vmap``.
 """
 
 from __future__ import annotations
@@ -31,23 +35,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ACX = str(Path(sys.executable).parent / "acx")
 QUIET = ["logger=none", "progress=false"]
+BEFORE = "ac3892b"  # the last commit before the cohort rewrite (tests/fixtures/runs_before_cohort)
 
 
-def acx_train(args: list[str]) -> tuple[float, float]:
-    """Run `acx train ARGS` in a fresh process; (wall seconds, peak RSS in MiB of the largest process
-    among it and the workers it waited for: wait4's ru_maxrss)."""
+def acx_train(args: list[str], repo: Path = ROOT) -> float:
+    """`acx train ARGS` of the tree at ``repo`` in a fresh process; its wall seconds."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([ACX, "train", *args], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"acx train {' '.join(args)} failed:\n{err.read()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+    done = subprocess.run([sys.executable, "-m", "acx.cli", "train", *args], cwd=repo, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"acx train {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
 
 
 def summaries(folder: Path) -> list[dict]:
@@ -61,10 +61,6 @@ def training_sps(run_dir: Path) -> float:
     return statistics.median(r["time/sps"] for r in rows if "time/sps" in r)
 
 
-def by_seed(runs: list[dict]) -> dict[int, dict]:
-    return {r["seed"]: r for r in runs}
-
-
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -72,133 +68,224 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def one_run(work: Path, before: Path, pairs: int, steps: int) -> dict:
+    """This tree against the commit before, alternating: median training steps/s and start-up."""
+    fixed = [*QUIET, "stop=budget", f"total_steps={steps}", "eval.every_steps=100000000",
+             "checkpoint.every_steps=100000000"]  # fmt: skip
+    out: dict = {"before": [], "now": [], "steps": steps}
+    for i in range(pairs):
+        for arm, repo in (("before", before), ("now", ROOT)):
+            run = work / f"one_{arm}_{i}"
+            acx_train([*fixed, f"hydra.run.dir={run}"], repo)
+            summary = json.loads((run / "summary.json").read_text())
+            out[arm].append({"sps": training_sps(run), "startup": summary["startup_seconds"]})
+    ratios = [n["sps"] / b["sps"] for n, b in zip(out["now"], out["before"], strict=True)]
+    out["ratio_median"] = statistics.median(ratios)
+    out["ratios"] = ratios
+    out["startup"] = {arm: statistics.median(r["startup"] for r in out[arm]) for arm in ("before", "now")}
+    log(f"one run: steps/s now / before {out['ratio_median']:.3f} ({', '.join(f'{r:.3f}' for r in ratios)}); "
+        f"start-up {out['startup']['now']:.2f} s vs {out['startup']['before']:.2f} s")  # fmt: skip
+    return out
+
+
+def sweep(work: Path, name: str, seeds: int, extra: list[str]) -> dict:
+    """The same sweep through the population launcher and through joblib."""
+    arms = {}
+    for arm, launcher in (("cohort", "hydra/launcher=population"), ("joblib", "hydra/launcher=joblib")):
+        folder = work / f"{name}_{arm}"
+        wall = acx_train(["-m", launcher, f"seed=range(0,{seeds})", *QUIET, *extra, f"hydra.sweep.dir={folder}"])
+        runs = summaries(folder)
+        assert len(runs) == seeds, f"{name} {arm}: {len(runs)} runs"
+        arms[arm] = {"wall_seconds": wall, "runs": runs}
+    arms["speedup"] = arms["joblib"]["wall_seconds"] / arms["cohort"]["wall_seconds"]
+    solved = {a: sum(r["solved"] for r in arms[a]["runs"]) for a in ("cohort", "joblib")}
+    log(f"{name}: cohort {arms['cohort']['wall_seconds']:.1f} s, joblib {arms['joblib']['wall_seconds']:.1f} s: "
+        f"{arms['speedup']:.2f}x; solved {solved['cohort']}/{seeds} and {solved['joblib']}/{seeds}")  # fmt: skip
+    return arms
+
+
+def mann_whitney(arms: dict, budget: int) -> float:
+    """Two-sided Mann-Whitney U on steps to solve (an unsolved seed slower than every solve)."""
+    from scipy.stats import mannwhitneyu
+
+    samples = [[r["solved_at_step"] if r["solved"] else 10 * budget for r in arms[arm]["runs"]]
+               for arm in ("cohort", "joblib")]  # fmt: skip
+    return float(mannwhitneyu(*samples, alternative="two-sided").pvalue)
+
+
+def atari(work: Path, members: int, steps: int) -> dict:
+    """Pong: one run, then ``members`` members in one process; training steps/s."""
+    common = ["env=pong", *QUIET, "stop=budget", f"total_steps={steps}", "eval.every_steps=100000000",
+              "checkpoint.every_steps=100000000", "eval.episodes=1", "env.max_episode_frames=2000"]  # fmt: skip
+    single = acx_train([*common, f"hydra.run.dir={work / 'pong_one'}"])
+    one_sps = training_sps(work / "pong_one")
+    wall = acx_train(["-m", "hydra/launcher=population", "hydra.launcher.n_jobs=1", f"seed=range(0,{members})",
+                      *common, f"hydra.sweep.dir={work / 'pong_cohort'}"])  # fmt: skip
+    cohort_sps = sum(training_sps(p.parent) for p in (work / "pong_cohort").glob("*/summary.json"))
+    out = {"one_sps": one_sps, "cohort_sps": cohort_sps, "members": members, "steps": steps,
+           "one_wall": single, "cohort_wall": wall, "ratio": cohort_sps / one_sps}  # fmt: skip
+    log(f"pong: one run {one_sps:,.0f} steps/s; {members} members {cohort_sps:,.0f} steps/s ({out['ratio']:.2f}x)")
+    return out
+
+
+def kernels() -> dict:
+    """Stacked forward + backward, microseconds: grouped convolution against vmap for the Nature CNN,
+    baddbmm against vmap for an MLP (in this process, one torch thread)."""
+    import copy
+
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from torch.func import functional_call, stack_module_state
+
+    from acx.algo.networks import cnn_actor_critic, mlp_actor_critic
+    from acx.algo.stack import Stack
+
+    torch.set_num_threads(1)
+
+    def timed(fn, n: int) -> float:
+        for _ in range(3):
+            fn()
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - started) / n * 1e6
+
+    def measure(make, members: int, x, n: int) -> dict:
+        nets = []
+        for seed in range(members):
+            torch.manual_seed(seed)
+            nets.append(make())
+        stack = Stack(nets)
+        params, buffers = stack_module_state(nets)
+        base = copy.deepcopy(nets[0]).to("meta")
+        vmapped = torch.vmap(lambda p, b, obs: functional_call(base, (p, b), (obs,)))
+
+        def batched():
+            pi, v = stack.batched(x)
+            (pi.sum() + v.sum()).backward()
+
+        def with_vmap():
+            pi, v = vmapped(params, buffers, x)
+            (pi.sum() + v.sum()).backward()
+
+        return {"members": members, "batched_us": timed(batched, n), "vmap_us": timed(with_vmap, n)}
+
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    out = {
+        "cnn": measure(lambda: cnn_actor_critic(frames, gym.spaces.Discrete(6)), 8,
+                       torch.randint(0, 255, (8, 16, 4, 84, 84), dtype=torch.uint8), 10),
+        "mlp": measure(lambda: mlp_actor_critic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2)), 16,
+                       torch.randn(16, 40, 4), 200),
+    }  # fmt: skip
+    for kind, r in out.items():
+        log(f"{kind}: batched {r['batched_us']:.0f} us, vmap {r['vmap_us']:.0f} us")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=64)
-    parser.add_argument("--budget", type=int, default=100_000)
-    parser.add_argument("--throughput-steps", type=int, default=50_000)
+    parser.add_argument("--before", default=BEFORE, help="the commit to compare a single run with")
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="smaller sweeps (a check of the script, not a measure)")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="acx-bench-population-"))
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    seeds = f"seed=range(0,{args.seeds})"
-    budget = [*QUIET, f"total_steps={args.budget}"]
-    R: dict = {"seeds": args.seeds, "budget": args.budget, "cores": os.cpu_count(),
-               "throughput_steps": args.throughput_steps}  # fmt: skip
-    load_before = os.getloadavg()[0]
-
-    for arm, launcher in (("joblib", ["hydra/launcher=joblib"]), ("population", ["hydra/launcher=population"]),
-                          ("population_1proc", ["hydra/launcher=population", "hydra.launcher.n_jobs=1"])):  # fmt: skip
-        wall, rss = acx_train(["-m", *launcher, seeds, *budget, f"hydra.sweep.dir={work / arm}"])
-        runs = summaries(work / arm)
-        assert len(runs) == args.seeds, f"{arm}: {len(runs)} runs"
-        R[arm] = {"wall_seconds": wall, "peak_rss_mib": rss, "runs": runs}
-        log(f"{arm}: {wall:.1f} s, peak RSS {rss:.0f} MiB, solved {sum(r['solved'] for r in runs)}/{len(runs)}")
-
-    fixed = [*QUIET, "stop=budget", f"total_steps={args.throughput_steps}", "eval.every_steps=100000000",
-             "checkpoint.every_steps=100000000"]  # fmt: skip
-    wall, _ = acx_train([*fixed, f"hydra.run.dir={work / 'single_sps'}"])
-    single_sps = training_sps(work / "single_sps")
-    wall, _ = acx_train(["-m", "hydra/launcher=population", "hydra.launcher.n_jobs=1", seeds, *fixed,
-                         f"hydra.sweep.dir={work / 'pop_sps'}"])  # fmt: skip
-    members = sorted(p.parent for p in (work / "pop_sps").glob("*/summary.json"))
-    pop_sps = sum(training_sps(folder) for folder in members)  # members step together: their rates add up
-    R["throughput"] = {"single_sps": single_sps, "population_sps": pop_sps, "members": len(members)}
-    log(f"throughput: single {single_sps:,.0f} steps/s, population of {len(members)} {pop_sps:,.0f} steps/s")
-
-    wall, rss = acx_train([*budget, "seed=0", f"hydra.run.dir={work / 'single_rss'}"])
-    R["single_rss_mib"] = rss
-    R["load_before"], R["load_after"] = load_before, os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="acx-bench-cohort-"))
+    before = work / "before"
+    subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=ROOT, check=True,
+                   capture_output=True)  # fmt: skip
+    scale = 8 if args.quick else 1
+    R: dict = {"cores": os.cpu_count(), "before": args.before, "load_before": os.getloadavg()[0]}
+    try:
+        R["kernels"] = kernels()
+        R["one_run"] = one_run(work, before, 2 if args.quick else args.pairs, 60_000)
+        R["solved_256"] = sweep(work, "solved_256", 256 // scale, ["total_steps=100000"])
+        R["solved_64"] = sweep(work, "solved_64", 64 // scale, ["total_steps=100000"])
+        R["budget_64"] = sweep(work, "budget_64", 64 // scale, ["total_steps=100000", "stop=budget"])
+        R["ppo_16"] = sweep(work, "ppo_16", 16 // (2 if args.quick else 1), ["algo=ppo", "total_steps=100000"])
+        R["ppo_16"]["mann_whitney_p"] = mann_whitney(R["ppo_16"], 100_000)
+        R["episodic_16"] = sweep(
+            work, "episodic_16", 16 // (2 if args.quick else 1), ["algo=episodic", "total_steps=100000"]
+        )
+        R["atari"] = atari(work, 8, 2_000 if args.quick else 20_000)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, capture_output=True)
+    R["load_after"] = os.getloadavg()[0]
     R["date"] = datetime.date.today().isoformat()
     R["cpu"] = cpu_name()
     out = Path(args.out)
-    (out / "population.json").write_text(json.dumps(R, indent=1))
-    write_report(R, out)
+    if not args.quick:
+        (out / "population.json").write_text(json.dumps(R, indent=1))
+        write_report(R, out / "population.md")
     shutil.rmtree(work, ignore_errors=True)
 
 
-def learning(R: dict, n: int = 32) -> tuple[list[str], float]:
-    """Rows comparing seeds 0..n-1 of the joblib and population arms, and the Mann-Whitney p-value."""
-    from scipy.stats import mannwhitneyu
-
-    budget = R["budget"]
-    rows, samples = [], []
-    for arm in ("joblib", "population"):
-        runs = by_seed(R[arm]["runs"])
-        picked = [runs[s] for s in range(min(n, R["seeds"]))]
-        steps = [r["solved_at_step"] for r in picked if r["solved"]]
-        samples.append([r["solved_at_step"] if r["solved"] else 10 * budget for r in picked])
-        spread = f"{min(steps):,}-{max(steps):,}" if steps else "-"
-        median = f"{statistics.median(steps):,.0f}" if steps else "-"
-        rows.append(f"| {arm} | {len(steps)}/{len(picked)} | {median} | {spread} |")
-    p = float(mannwhitneyu(samples[0], samples[1], alternative="two-sided").pvalue)
-    return rows, p
+def met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
 
 
-def arm_row(name: str, command: str, arm: dict) -> str:
-    solved = sum(r["solved"] for r in arm["runs"])
-    return (
-        f"| {name} | {command} | {arm['wall_seconds']:.1f} | {solved}/{len(arm['runs'])} | {arm['peak_rss_mib']:.0f} |"
-    )
+def sweep_row(name: str, arms: dict, target: float | None) -> str:
+    c, j = arms["cohort"], arms["joblib"]
+    seeds = len(c["runs"])
+    solved = f"{sum(r['solved'] for r in c['runs'])}/{seeds}, {sum(r['solved'] for r in j['runs'])}/{seeds}"
+    goal = f">= {target:g}x: {met(arms['speedup'] >= target)}" if target else f"no slower: {met(arms['speedup'] >= 1)}"
+    return (f"| {name} | {c['wall_seconds']:.1f} | {j['wall_seconds']:.1f} | **{arms['speedup']:.2f}x** | {solved} "
+            f"| {goal} |")  # fmt: skip
 
 
-def write_report(R: dict, out: Path) -> None:
-    j, pop, one = R["joblib"], R["population"], R["population_1proc"]
-    t = R["throughput"]
-    rows, p = learning(R)
-    spent = sum(r["env_steps"] for r in pop["runs"])
-    budget_total = R["seeds"] * R["budget"]
-    n = min(32, R["seeds"])
-    text = f"""# Population training against one process per run
+def kernel_row(name: str, r: dict) -> str:
+    return f"| {name} | {r['members']} | {r['batched_us']:,.0f} | {r['vmap_us']:,.0f} |"
+
+
+def write_report(R: dict, path: Path) -> None:
+    one, k, a = R["one_run"], R["kernels"], R["atari"]
+    ratio = one["ratio_median"]
+    text = f"""# Cohorts against one process per run
 
 Written by `make bench-population` (`bench/population.py`) on {R["date"]}: {R["cpu"]}, {R["cores"]} cores,
 load {R["load_before"]:.2f} before and {R["load_after"]:.2f} after. Every number below comes from this one
-run, each arm one real `acx train` command (`logger=none progress=false`), one after another.
+run; each sweep is one real `acx train -m` command (`logger=none progress=false`), the cohort arm
+(`hydra/launcher=population`: one cohort per core, each with up to 64 slots refilled as members leave)
+and the joblib arm (`hydra/launcher=joblib`: one process per run, one per core) back to back.
 
-## {R["seeds"]} seeds of the default CartPole config, each to solved or {R["budget"]:,} env steps
+## The table (issue 25's targets)
 
-| arm | command | wall time (s) | solved | peak RSS of its largest process (MiB) |
-|---|---|---:|---:|---:|
-{arm_row("joblib", f"`acx train -m hydra/launcher=joblib 'seed=range(0,{R['seeds']})'`", j)}
-{arm_row("population", f"`acx train -m hydra/launcher=population 'seed=range(0,{R['seeds']})'`", pop)}
-{arm_row("population, one process", "the same with `hydra.launcher.n_jobs=1`", one)}
-| a single run | `acx train seed=0` | | | {R["single_rss_mib"]:.0f} |
+| sweep | cohorts (s) | joblib (s) | speedup | solved (cohorts, joblib) | target |
+|---|---:|---:|---:|---:|---|
+{sweep_row("256 CartPole seeds, to solved or 100k steps", R["solved_256"], 10)}
+{sweep_row("64 CartPole seeds, to solved or 100k steps", R["solved_64"], 6)}
+{sweep_row("64 seeds x 100k steps, `stop=budget`", R["budget_64"], 8)}
+{sweep_row("16 CartPole seeds, `algo=ppo`", R["ppo_16"], 4)}
+{sweep_row("16 CartPole seeds, `algo=episodic`", R["episodic_16"], None)}
 
-- **Wall time: the population launcher is {j["wall_seconds"] / pop["wall_seconds"]:.1f}x faster than
-  joblib** (one job per core, {R["cores"]} cores); in one process it is {j["wall_seconds"] / one["wall_seconds"]:.1f}x.
-- **Memory:** the one process holding all {R["seeds"]} members peaks at
-  {one["peak_rss_mib"] / R["single_rss_mib"]:.2f}x a single run's RSS.
+- **PPO learns as separate runs do:** two-sided Mann-Whitney U on steps to solve, 16 cohort members against
+  16 separate runs: p = {R["ppo_16"]["mann_whitney_p"]:.3f}.
+- **Atari:** {a["members"]} Pong members (`env=pong stop=budget`, {a["steps"]:,} steps each) in one process train at
+  {a["cohort_sps"]:,.0f} steps/s together, one run at {a["one_sps"]:,.0f}: **{a["ratio"]:.2f}x** (target >= 2x:
+  {met(a["ratio"] >= 2)}).
+- **One run:** `acx train` (a cohort of one) against the commit before the rewrite ({R["before"]}), alternating,
+  {len(one["ratios"])} pairs of {one["steps"]:,} steps: training steps/s **{ratio:.3f}x** the old loop's (median of
+  the pairs' ratios {", ".join(f"{r:.3f}" for r in one["ratios"])}; target within 5%: {met(ratio >= 0.95)}); start-up
+  {one["startup"]["now"]:.2f} s against {one["startup"]["before"]:.2f} s (target no slower:
+  {met(one["startup"]["now"] <= one["startup"]["before"] * 1.05)}).
 
-## Training throughput
+## Stacking kernels
 
-`stop=budget total_steps={R["throughput_steps"]}`: a fixed budget with no evaluations or
-checkpoints; steps/s: the median of a run's logged `time/sps` (env steps per second between log rows),
-summed over the members of the population (they step together).
+Forward and backward of the members' networks stacked, one torch thread (`acx/algo/stack.py`):
 
-| | steps/s |
-|---|---:|
-| a single run | {t["single_sps"]:,.0f} |
-| a population of {t["members"]} in one process | {t["population_sps"]:,.0f} |
-
-**Aggregate throughput at P={t["members"]}: {t["population_sps"] / t["single_sps"]:.1f}x a single run's.**
-
-**What leaving saves.** A member that solves leaves the population and costs nothing more. The
-{R["seeds"]} members of the population arm trained {spent:,} env steps of the {budget_total:,} a population
-without early stops would ({100 * spent / budget_total:.0f}%); at the throughput above, the other
-{budget_total - spent:,} would have taken about {(budget_total - spent) / t["population_sps"]:.0f} s more.
-
-## Learning: the same seeds 0-{n - 1}, as separate runs and as one population
-
-| arm | solved | steps to solve (median) | spread (min-max) |
+| network | members | batched kernel (us) | `torch.vmap` over `functional_call` (us) |
 |---|---:|---:|---:|
-{chr(10).join(rows)}
+{kernel_row("Nature CNN (grouped convolution)", k["cnn"])}
+{kernel_row("CartPole MLP (`baddbmm`)", k["mlp"])}
 
-Two-sided Mann-Whitney U test on steps to solve (a seed that did not solve counts as slower than every
-solve): p = {p:.3f}. A member follows the single run of its seed to float rounding (the same envs, initial
-weights and sampling stream; `tests/test_population.py`), so the two arms differ only where rounding
-has grown into a different trajectory.
+acx keeps the faster one for each of these layers; any other layer runs under `torch.vmap`, which is
+correct for any module at a fixed cost per op.
 """
-    (out / "population.md").write_text(text)
+    path.write_text(text)
     print(text)
 
 

@@ -91,6 +91,27 @@ def acx_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["acx", *args], code, out.getvalue(), err.getvalue())
 
 
+def learner_of(net, loss=None, optimizer=None, estimator=None, seed: int = 0, **options):
+    """A cohort of one around ``net``: its learner (Adam at lr 1e-3 and A2C's loss unless given), the
+    network it trains (``learner.net``), sampling from a generator seeded with ``seed``."""
+    import functools
+
+    import torch
+
+    from acx.algo.losses import ActorCriticLoss
+    from acx.algo.optim import Adam
+    from acx.algo.returns import gae_advantages
+    from acx.algo.update import Learner
+
+    hyper = {"gamma": 0.99, "reward_scale": 1.0, "max_grad_norm": 0.5, "ent_coef": 0.0, "vf_coef": 0.5,
+             "lr_all": 1e-3}  # fmt: skip
+    hyper.update(options.pop("hyper", {}))
+    loss = loss or ActorCriticLoss()
+    hyper["ent_coef"], hyper["vf_coef"] = float(loss.ent_coef), float(loss.vf_coef)
+    return Learner([net], {"all": optimizer or functools.partial(Adam)}, loss, estimator or gae_advantages,
+                   [hyper], [torch.Generator().manual_seed(seed)], **options)  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def good_run(tmp_path_factory) -> Path:
     """One short CartPole run through the real console script, shared (read-only) by the tests that

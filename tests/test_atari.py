@@ -19,7 +19,7 @@ from acx.errors import ConfigError
 from acx.run.build import build_env_factory, build_network
 from acx.run.rollout import RolloutCollector
 from acx.run.train import train
-from tests.conftest import compose_train, eval_in_window, needs_xvfb, run_acx
+from tests.conftest import compose_train, eval_in_window, learner_of, needs_xvfb, run_acx
 
 
 def test_preprocessing_shapes_and_dtypes():
@@ -49,7 +49,7 @@ def test_uint8_observations_are_scaled_on_the_model(tmp_path: Path):
     frames = torch.full((2, 4, 84, 84), 255, dtype=torch.uint8)
     with torch.no_grad():
         torch.testing.assert_close(cnn(frames), torch.nn.Sequential.forward(cnn, torch.ones(2, 4, 84, 84)))
-        assert net.act(frames)[0].shape == (2,)
+        assert net.action(frames).shape == (2,)
 
 
 @pytest.mark.parametrize(
@@ -148,16 +148,16 @@ def test_learner_sees_clipped_rewards_and_life_loss_while_returns_are_game_score
     envs = LearningSignals(ScriptedAtari(), reward_clipping=clipping, episodic_life=episodic_life)
     torch.manual_seed(0)
     net = mlp_actor_critic(envs.single_observation_space, envs.single_action_space)
-    rollout = RolloutCollector(envs, net, n_steps=8, device=torch.device("cpu")).collect()
+    rollout = RolloutCollector(envs, learner_of(net), 1, n_steps=8, device=torch.device("cpu")).collect()
     raw = [0, 25, 0, 10, 1, 0, 200, -5]
     clipped = [0, 1, 0, 1, 1, 0, 1, -1]
-    assert rollout.rewards[:, 0].tolist() == (clipped if clipping else raw)
+    assert rollout.rewards[:, 0, 0].tolist() == (clipped if clipping else raw)
     life_lost = [False, False, episodic_life, False, True, False, False, False]
-    assert rollout.terminated[:, 0].tolist() == life_lost
-    assert rollout.done[:, 0].tolist() == life_lost
+    assert rollout.terminated[:, 0, 0].tolist() == life_lost
+    assert rollout.done[:, 0, 0].tolist() == life_lost
     # only the autoreset step after the game over is masked out; after a lost life play goes on
-    assert rollout.valid[:, 0].tolist() == [True] * 5 + [False, True, True]
-    assert rollout.episode_returns == [36.0] and rollout.episode_lengths == [5]  # 0 + 25 + 0 + 10 + 1
+    assert rollout.valid[:, 0, 0].tolist() == [True] * 5 + [False, True, True]
+    assert rollout.episodes == [([36.0], [5])]  # 0 + 25 + 0 + 10 + 1
 
 
 def test_learning_rewards_values():

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from acx.config import TrainConfig, check_network_fits, validate_train_config
 from acx.errors import ConfigError
-from acx.run.build import build_env_factory, build_network, build_optimizers
+from acx.run.build import build_env_factory, build_learner, build_network
 from tests.conftest import CONF, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -43,7 +43,7 @@ def test_classic_combinations_instantiate(tmp_path: Path, env: str, network: str
     cfg = compose_train([f"env={env}", f"network={network}", f"algo={algo}"], tmp_path)
     factory = build_env_factory(cfg.env)
     net = build_network(cfg.network, factory, torch.device("cpu"))
-    optimizers = build_optimizers(cfg.optimizer, net)
+    optimizers = build_learner([cfg], [net], [torch.Generator()]).optimizers
     assert set(optimizers) == {"all"}
     instantiate(cfg.algo.loss)
     instantiate(cfg.stop, default_threshold=factory.reward_threshold)
@@ -57,7 +57,7 @@ def test_classic_combinations_instantiate(tmp_path: Path, env: str, network: str
 def test_optimizers(tmp_path: Path, optimizer: str):
     cfg = compose_train([f"optimizer={optimizer}", "network=mlp"], tmp_path)
     net = build_network(cfg.network, build_env_factory(cfg.env), torch.device("cpu"))
-    opts = build_optimizers(cfg.optimizer, net)
+    opts = build_learner([cfg], [net], [torch.Generator()]).optimizers
     assert set(opts) == ({"actor", "critic"} if optimizer == "adam_split" else {"all"})
     n_params = sum(len(g["params"]) for o in opts.values() for g in o.param_groups)
     assert n_params == len(list(net.parameters()))
@@ -72,10 +72,10 @@ def test_split_optimizers_need_separate_networks(tmp_path: Path):
 def test_the_learning_rate_is_optimizer_lr(tmp_path: Path):
     cfg = compose_train(["optimizer.lr=3e-4"], tmp_path)
     net = build_network(cfg.network, build_env_factory(cfg.env), torch.device("cpu"))
-    assert build_optimizers(cfg.optimizer, net)["all"].param_groups[0]["lr"] == 3e-4
+    assert build_learner([cfg], [net], [torch.Generator()]).optimizers["all"].lr_of(0) == 3e-4
     cfg = compose_train(["optimizer=adam_split", "optimizer.actor.lr=1e-4", "optimizer.critic.lr=2e-4"], tmp_path)
-    opts = build_optimizers(cfg.optimizer, net)
-    assert (opts["actor"].param_groups[0]["lr"], opts["critic"].param_groups[0]["lr"]) == (1e-4, 2e-4)
+    opts = build_learner([cfg], [net], [torch.Generator()]).optimizers
+    assert (opts["actor"].lr_of(0), opts["critic"].lr_of(0)) == (1e-4, 2e-4)
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])
@@ -108,7 +108,7 @@ def test_experiment_presets_compose(tmp_path: Path, experiment: str):
     factory = build_env_factory(cfg.env)
     check_network_fits(config.network, factory)
     net = build_network(cfg.network, factory, torch.device("cpu"))
-    build_optimizers(cfg.optimizer, net)
+    build_learner([cfg], [net], [torch.Generator()])
 
 
 def test_the_schema_names_what_the_builders_build():

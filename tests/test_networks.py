@@ -83,8 +83,8 @@ def test_orthogonal_init_gains():
 @pytest.mark.parametrize("head_hidden", [0, 512])
 def test_cnn_on_uint8_frames(head_hidden):
     net = cnn_actor_critic(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6), head_hidden)
-    action, value = net.act(torch.randint(0, 255, (3, 4, 84, 84), dtype=torch.uint8))
-    assert action.shape == (3,) and value.shape == (3,)
+    pi, value = net(torch.randint(0, 255, (3, 4, 84, 84), dtype=torch.uint8))
+    assert net.policy_head.sample(pi).shape == (3,) and value.shape == (3,)
     assert net.shared
 
 

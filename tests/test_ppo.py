@@ -4,6 +4,7 @@ degenerate case that is A2C, the presets, exact resume, the population launcher,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -15,17 +16,15 @@ from hydra.utils import instantiate
 
 from acx.algo.losses import ActorCriticLoss, PPOLoss
 from acx.algo.networks import mlp_actor_critic
-from acx.algo.optim import Adam
-from acx.algo.update import Updater
 from acx.config import validate_train_config
 from acx.envs.factory import GymEnvFactory
 from acx.errors import ConfigError
 from acx.run.build import build_estimator
 from acx.run.checkpoint import load_checkpoint
-from acx.run.population import why_alone
 from acx.run.rollout import RolloutCollector
 from acx.run.train import train
-from tests.conftest import FAST, compose_train, run_acx
+from acx.sweep.grouping import why_alone
+from tests.conftest import FAST, compose_train, learner_of, run_acx
 from tests.test_config import EXPERIMENTS
 
 # ---- the loss ----------------------------------------------------------------------------------
@@ -89,31 +88,37 @@ def test_value_clipping_hand_values():
 # ---- the update --------------------------------------------------------------------------------
 
 
-def short_rollout(store_log_probs: bool = True, n_envs: int = 4, n_steps: int = 40):
-    """A real CartPole rollout with a 7-step time limit: many autoreset (invalid) steps."""
+def short_rollout(loss=None, n_envs: int = 4, n_steps: int = 40, **options):
+    """A real CartPole rollout with a 7-step time limit (many autoreset, invalid, steps), collected by a
+    cohort of one whose learner has ``loss`` (PPO's) and ``options``."""
     factory = GymEnvFactory("CartPole-v1", max_episode_steps=7)
     torch.manual_seed(0)
     net = mlp_actor_critic(factory.observation_space, factory.action_space)
-    envs = factory.make_vector(n_envs, seed=0)
-    collector = RolloutCollector(envs, net, n_steps, torch.device("cpu"), store_log_probs=store_log_probs)
-    rollout = collector.collect()
     estimator = build_estimator({"_target_": "acx.algo.returns.gae_advantages", "_partial_": True, "gae_lambda": 0.95})
-    adv, ret = estimator(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.done, 0.99)
-    return net, rollout, adv, ret
+    hyper = {"gae_lambda": 0.95, **options.pop("hyper", {})}
+    learner = learner_of(net, loss=loss or PPOLoss(), estimator=estimator, hyper=hyper, **options)
+    collector = RolloutCollector(factory.make_vector(n_envs, seed=0), learner, 1, n_steps, torch.device("cpu"),
+                                 store_log_probs=True)  # fmt: skip
+    r = collector.collect()
+    adv, ret = learner.estimate(r.rows, r.rewards, r.values, r.next_values, r.terminated, r.done, r.valid)
+    return learner, r, r.batch(adv, ret)
 
 
 def test_minibatch_epochs_visit_every_valid_transition_once_per_epoch(monkeypatch):
-    net, rollout, adv, ret = short_rollout()
-    valid = rollout.valid.flatten()
+    learner, rollout, batch = short_rollout(epochs=3, minibatches=4)
+    valid = batch.mask[0]
     assert not valid.all(), "the 7-step limit must leave autoreset steps in the rollout"
-    updater = Updater(net, {"all": Adam(net.parameters(), lr=1e-4)}, PPOLoss(), 0.5, epochs=3, minibatches=4)
     seen = []
     from acx.algo import update
 
     take = update.Batch.take
-    monkeypatch.setattr(update.Batch, "take", lambda self, index: seen.append(index.clone()) or take(self, index))
-    stats = updater.step(rollout, adv, ret)
-    assert len(seen) == 3 * 4 and stats["train/gradient_steps"] == 12
+    monkeypatch.setattr(
+        update.Batch,
+        "take",
+        lambda self, index, mask: seen.append(index[0][mask[0]].clone()) or take(self, index, mask),
+    )
+    ((stats,), failed) = learner.update(batch, [0])
+    assert not failed and len(seen) == 3 * 4 and stats["train/gradient_steps"] == 12
     expected = torch.nonzero(valid).squeeze(-1)
     orders = []
     for epoch in range(3):
@@ -134,33 +139,31 @@ def test_one_epoch_of_one_minibatch_is_exactly_the_nstep_update(clip_range):
     """epochs=1, minibatches=1: the ratio is 1, and the step equals A2C's bit for bit (weights and
     optimizer state), on a rollout with autoreset steps; clipping changes nothing at ratio 1. (Only
     the first step on a rollout: after it the ratio is no longer 1.)"""
-    net, rollout, adv, ret = short_rollout()
+    coefs = dict(vf_coef=0.5, ent_coef=0.01, normalize_advantage=True)
+    ppo, rollout, batch = short_rollout(PPOLoss(clip_range=clip_range, **coefs))
+    a2c = learner_of(copy.deepcopy(ppo.stack.template), loss=ActorCriticLoss(**coefs), hyper={"gae_lambda": 0.95})
     # the old log-probs as the whole batch evaluates them: the collector's per-step ones are the same
     # numbers here, but a matmul may round by one ulp differently for another batch size elsewhere
     with torch.no_grad():
-        rollout.log_probs = net.evaluate_actions(rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1))[0].view(
-            rollout.rewards.shape
-        )
-    coefs = dict(vf_coef=0.5, ent_coef=0.01, normalize_advantage=True)
-    nets = {name: copy.deepcopy(net) for name in ("a2c", "ppo")}
-    a2c = Updater(nets["a2c"], {"all": Adam(nets["a2c"].parameters(), lr=1e-3)}, ActorCriticLoss(**coefs), 0.5)
-    ppo = Updater(
-        nets["ppo"], {"all": Adam(nets["ppo"].parameters(), lr=1e-3)}, PPOLoss(clip_range=clip_range, **coefs), 0.5
+        log_probs = ppo.net.evaluate_actions(batch.obs[0], batch.actions[0])[0][None]
+    batch = dataclasses.replace(batch, log_probs=log_probs)
+    (sa,), _ = a2c.update(batch, [0])
+    (sp,), _ = ppo.update(batch, [0])
+    for name in a2c.stack.tensors:
+        assert torch.equal(a2c.stack.tensors[name], ppo.stack.tensors[name]), name
+    state_a, state_p = (
+        a2c.optimizers["all"].member_state_dict(0)["state"],
+        ppo.optimizers["all"].member_state_dict(0)["state"],
     )
-    sa, sp = a2c.step(rollout, adv, ret), ppo.step(rollout, adv, ret)
-    for (name, a), (_, b) in zip(nets["a2c"].state_dict().items(), nets["ppo"].state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    state_a, state_p = a2c.optimizers["all"].state_dict()["state"], ppo.optimizers["all"].state_dict()["state"]
     assert all(torch.equal(state_a[i]["exp_avg_sq"], state_p[i]["exp_avg_sq"]) for i in state_a)
-    assert torch.equal(sa["losses/value"], sp["losses/value"]) and torch.equal(
-        sa["train/grad_norm"], sp["train/grad_norm"]
-    )
+    assert sa["losses/value"] == sp["losses/value"] and sa["train/grad_norm"] == sp["train/grad_norm"]
 
 
 def test_target_kl_stops_the_update_early():
-    net, rollout, adv, ret = short_rollout()
-    opt = {"all": Adam(net.parameters(), lr=3e-2)}  # large steps: the policy moves away fast
-    stats = Updater(net, opt, PPOLoss(), 0.5, epochs=10, minibatches=4, target_kl=1e-4).step(rollout, adv, ret)
+    learner, _, batch = short_rollout(
+        epochs=10, minibatches=4, target_kl=1e-4, hyper={"lr_all": 3e-2, "gae_lambda": 0.95}
+    )
+    ((stats,), _) = learner.update(batch, [0])  # large steps: the policy moves away fast
     assert 1 <= stats["train/gradient_steps"] < 40
 
 
@@ -182,7 +185,7 @@ def test_ppo_presets_compose(tmp_path: Path, experiment: str):
     cfg = compose_train([f"experiment={experiment}"], tmp_path)
     config = validate_train_config(cfg)
     assert config.algo.name == "ppo" and config.algo.epochs > 1
-    assert why_alone(cfg) is not None
+    assert why_alone(cfg) is None  # PPO jobs share cohorts
 
 
 def test_ppo_preset_values(tmp_path: Path):
@@ -199,13 +202,6 @@ def test_too_many_minibatches_is_one_line(tmp_path: Path):
         validate_train_config(cfg)
     with pytest.raises(ConfigError, match=r"algo.loss.clip_range: must be > 0"):
         validate_train_config(compose_train(["algo=ppo", "algo.loss.clip_range=0"], tmp_path))
-
-
-def test_population_launcher_runs_ppo_jobs_alone(tmp_path: Path):
-    assert why_alone(compose_train(["algo=nstep"], tmp_path)) is None
-    assert "PPO's minibatch epochs are not stacked yet" in why_alone(compose_train(["algo=ppo"], tmp_path))
-    one_step = compose_train(["algo=ppo", "algo.epochs=1", "algo.minibatches=1"], tmp_path)
-    assert "PPO's clipped loss" in why_alone(one_step)
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -251,7 +247,7 @@ def test_ppo_through_the_cli_train_eval_and_the_population_launcher(tmp_path: Pa
         f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("PPO's minibatch epochs are not stacked yet") == 2
+    assert "2 jobs in 1 cohorts (2 jobs in 2 slots)" in proc.stdout
     folders = sorted(p.parent for p in sweep.glob("*/summary.json"))
     assert len(folders) == 2
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -276,14 +272,18 @@ def test_ppo_solves_cartpole_within_a_budget(tmp_path: Path, seed: int):
 
 
 def test_anneal_clip_follows_the_lr_schedule():
-    net, rollout, adv, ret = short_rollout()
+    from acx.algo.update import linear_lr
+
     loss = PPOLoss(clip_range=0.2, clip_range_vf=0.4, anneal_clip=True)
-    updater = Updater(net, {"all": Adam(net.parameters(), lr=1e-3)}, loss, 0.5, epochs=2, minibatches=2)
-    updater.scale_lr(0.25)  # what lr_schedule=linear gives with 75% of the budget done
-    assert loss.clip_scale == 0.25 and updater.optimizers["all"].param_groups[0]["lr"] == pytest.approx(2.5e-4)
-    ratio = torch.tensor([1.04, 1.06])  # outside 1 +- 0.05 (0.2 x 0.25) only the second
-    z, mask = torch.zeros(2), torch.ones(2, dtype=torch.bool)
+    learner, _, batch = short_rollout(loss, epochs=2, minibatches=2, lr_schedule=linear_lr)
+    learner.scale_lr([0.75])  # lr_schedule=linear with 75% of the budget done
+    assert learner.clip_scale.tolist() == [0.25] and learner.optimizers["all"].lr_of(0) == pytest.approx(2.5e-4)
+    learner.update(batch, [0])
+    assert loss.clip_scale.tolist() == [0.25]  # the update used this member's scale
+    ratio = torch.tensor([[1.04, 1.06]])  # outside 1 +- 0.05 (0.2 x 0.25) only the second
+    z, mask = torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool)
     assert loss(ratio.log(), z, z, z + 1, z, mask, old_log_probs=z, old_values=z)["clip_fraction"].item() == 0.5
     fixed = PPOLoss(clip_range=0.2)
-    Updater(net, {"all": Adam(net.parameters(), lr=1e-3)}, fixed, 0.5).scale_lr(0.25)
+    learner, _, _ = short_rollout(fixed, lr_schedule=linear_lr)
+    learner.scale_lr([0.75])
     assert fixed.clip_scale == 1.0

@@ -185,8 +185,8 @@ def test_job_past_its_time_limit_signal_is_requeued_and_finishes(slurm: SlurmClu
 
 
 @pytest.mark.slow
-def test_population_launcher_trains_each_population_as_an_array_task(slurm: SlurmCluster, tmp_path: Path):
-    """``hydra/launcher=population hydra.launcher.backend=slurm``: 4 seeds in populations of 2, each one
+def test_population_launcher_trains_each_cohort_as_an_array_task(slurm: SlurmCluster, tmp_path: Path):
+    """``hydra/launcher=population hydra.launcher.backend=slurm``: 4 seeds in cohorts of 2, each one
     task of one SLURM job array; the 4 usual run folders, and sacct shows both tasks completed."""
     proc = run_acx(
         "train", "-m", "hydra/launcher=population", "hydra.launcher.backend=slurm", "hydra.launcher.max_members=2",
@@ -198,7 +198,7 @@ def test_population_launcher_trains_each_population_as_an_array_task(slurm: Slur
     assert sorted(runs) == [f"{i}_CartPole-v1_nstep_s{i}" for i in range(4)]
     assert [s["seed"] for s in runs.values()] == [0, 1, 2, 3] and all(s["env_steps"] >= 2000 for s in runs.values())
     (script,) = tmp_path.glob(".submitit/*/*_submission.sh")
-    assert "#SBATCH --array=0-1" in script.read_text()  # one sbatch: 2 populations
+    assert "#SBATCH --array=0-1" in script.read_text()  # one sbatch: 2 cohorts of max_members=2
     array = script.parent.name
     states = wait_for_accounting(slurm, array, lambda s: len(s) == 2 and all(st == "COMPLETED" for _, st in s))
     assert sorted(states) == [(f"{array}_{i}", "COMPLETED") for i in range(2)], states

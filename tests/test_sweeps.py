@@ -159,8 +159,8 @@ def test_ray_launcher_on_a_ray_head(ray_head, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_population_launcher_trains_each_population_as_a_ray_task(ray_head, tmp_path: Path):
-    """``hydra/launcher=population hydra.launcher.backend=ray``: 4 seeds in populations of 2, each one Ray
+def test_population_launcher_trains_each_cohort_as_a_ray_task(ray_head, tmp_path: Path):
+    """``hydra/launcher=population hydra.launcher.backend=ray``: 4 seeds in cohorts of 2, each one Ray
     task on the head; the 4 usual run folders, trained in the head's workers."""
     address, env, temp_dir = ray_head
     proc = run_acx(
@@ -171,7 +171,7 @@ def test_population_launcher_trains_each_population_as_a_ray_task(ray_head, tmp_
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     output = proc.stdout + proc.stderr
     assert f"Connecting to existing Ray cluster at address: {address}" in output
-    assert "Population launcher: 2 populations as Ray tasks" in output
+    assert "Population launcher: 2 cohorts as Ray tasks" in output
     runs = summaries(tmp_path)
     assert sorted(runs) == [f"{i}_CartPole-v1_nstep_s{i}" for i in range(4)]
     assert [s["seed"] for s in runs.values()] == [0, 1, 2, 3] and all(s["env_steps"] >= 2000 for s in runs.values())

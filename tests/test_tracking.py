@@ -21,6 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import acx
+from acx.algo.networks import mlp_actor_critic
 from acx.algo.update import explained_variance, gradient_stats
 from acx.cli import CONF_DIR
 from acx.run.checkpoint import load_checkpoint
@@ -367,14 +368,14 @@ def test_a_train_row_and_an_evaluation_at_one_step_share_its_row(tmp_path):
 
 
 def test_gradient_stats_by_hand():
-    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, 1))
-    frozen = torch.nn.Parameter(torch.zeros(3))  # no gradient: left out
-    a.grad, b.grad = torch.tensor([1.0, -2.0]), torch.tensor([[3.0], [0.0]])
-    stats = gradient_stats([a, b, frozen])
-    # all entries: 1, -2, 3, 0 -> mean 0.5, mean square 14 / 4
-    assert stats["train/grad_l2"].item() == pytest.approx(math.sqrt(3.5))
-    assert stats["train/grad_max"].item() == 3.0
-    assert stats["train/grad_var"].item() == pytest.approx((0.25 + 6.25 + 6.25 + 0.25) / 4)
+    """Per member over all its gradient entries: member 0 has 1, -2, 3, 0; member 1 has all zeros."""
+    a = torch.tensor([[1.0, -2.0], [0.0, 0.0]])  # (members, 2)
+    b = torch.tensor([[[3.0], [0.0]], [[0.0], [0.0]]])  # (members, 2, 1)
+    stats = gradient_stats([a, b])
+    # member 0: mean 0.5, mean square 14 / 4
+    assert stats["train/grad_l2"].tolist() == pytest.approx([math.sqrt(3.5), 0.0])
+    assert stats["train/grad_max"].tolist() == [3.0, 0.0]
+    assert stats["train/grad_var"].tolist() == pytest.approx([(0.25 + 6.25 + 6.25 + 0.25) / 4, 0.0])
 
 
 @pytest.mark.parametrize(
@@ -394,25 +395,26 @@ def test_explained_variance_by_hand(values, returns, mask, expected):
 
 
 def test_update_diagnostics_are_taken_before_clipping_and_only_when_asked():
-    from acx.algo.losses import ActorCriticLoss
-    from acx.algo.networks import mlp_actor_critic
-    from acx.algo.returns import gae_advantages
-    from acx.algo.update import Updater
+    import functools
+
+    from acx.algo.optim import SGD
     from acx.envs.factory import GymEnvFactory
     from acx.run.rollout import RolloutCollector
+    from tests.conftest import learner_of
 
     torch.manual_seed(0)
     factory = GymEnvFactory("CartPole-v1")
     envs = factory.make_vector(4, seed=0)
     net = mlp_actor_critic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), hidden_sizes=(16,))
-    updater = Updater(net, {"all": torch.optim.SGD(net.parameters(), lr=0.0)}, ActorCriticLoss(), max_grad_norm=1e-3)
-    collector = RolloutCollector(envs, net, 8, torch.device("cpu"))
+    learner = learner_of(net, optimizer=functools.partial(SGD), hyper={"lr_all": 0.0, "max_grad_norm": 1e-3})
+    collector = RolloutCollector(envs, learner, 1, 8, torch.device("cpu"))
 
     def step(diagnostics: bool) -> dict:
-        rollout = collector.collect()
-        adv, ret = gae_advantages(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                                  rollout.done, gamma=0.99)  # fmt: skip
-        return {k: float(v) for k, v in updater.step(rollout, adv, ret, diagnostics=diagnostics).items()}
+        r = collector.collect()
+        adv, ret = learner.estimate(r.rows, r.rewards, r.values, r.next_values, r.terminated, r.done, r.valid)
+        (stats,), failed = learner.update(r.batch(adv, ret), r.rows, diagnostics=diagnostics)
+        assert not failed
+        return stats
 
     quiet = step(diagnostics=False)
     assert not DIAGNOSTIC_KEYS & set(quiet)

@@ -17,7 +17,7 @@ from acx.run.build import build_env_factory, build_estimator, build_network
 from acx.run.checkpoint import load_checkpoint, load_weights
 from acx.run.rollout import RolloutCollector
 from acx.run.train import train
-from tests.conftest import FAST, compose_train
+from tests.conftest import FAST, compose_train, learner_of
 from tests.test_config import EXPERIMENTS
 
 
@@ -26,9 +26,10 @@ def test_rollout_masks_autoreset_steps_and_bootstraps_truncation():
     envs = factory.make_vector(3, seed=0)
     torch.manual_seed(0)
     net = mlp_actor_critic(factory.observation_space, factory.action_space)
-    collector = RolloutCollector(envs, net, n_steps=40, device=torch.device("cpu"))
+    collector = RolloutCollector(envs, learner_of(net), 1, n_steps=40, device=torch.device("cpu"))
     r = collector.collect()
-    done, valid, term = r.done.numpy(), r.valid.numpy(), r.terminated.numpy()
+    assert r.rows == [0] and r.rewards.shape == (40, 1, 3)
+    done, valid, term = r.done[:, 0].numpy(), r.valid[:, 0].numpy(), r.terminated[:, 0].numpy()
     # the step after an episode end is the env's reset step: invalid, and only those are invalid
     np.testing.assert_array_equal(valid[1:], ~done[:-1])
     assert valid[0].all()
@@ -37,24 +38,27 @@ def test_rollout_masks_autoreset_steps_and_bootstraps_truncation():
     # V(s_{t+1}) is the next row's value: at a truncation that is V(final observation)
     torch.testing.assert_close(r.next_values[:-1], r.values[1:])
     with torch.no_grad():
-        final_obs = r.obs[1:][torch.as_tensor(truncated[:-1])]
-        torch.testing.assert_close(net.value(final_obs), r.next_values[:-1][torch.as_tensor(truncated[:-1])])
+        final_obs = r.obs[1:, 0][torch.as_tensor(truncated[:-1])]
+        torch.testing.assert_close(net.value(final_obs), r.next_values[:-1, 0][torch.as_tensor(truncated[:-1])])
     # CartPole pays 1 per step: returns of finished episodes equal their lengths, at most 7
-    assert r.episode_returns == [float(n) for n in r.episode_lengths]
-    assert max(r.episode_lengths) <= 7 and len(r.episode_lengths) == int((done & valid).sum())
-    assert r.num_transitions == int(valid.sum())
+    ((returns, lengths),) = r.episodes
+    assert returns == [float(n) for n in lengths]
+    assert max(lengths) <= 7 and len(lengths) == int((done & valid).sum())
+    assert r.transitions() == [int(valid.sum())]
 
 
 def test_episodic_rollout_is_one_whole_episode():
     factory = GymEnvFactory("CartPole-v1")
     net = mlp_actor_critic(factory.observation_space, factory.action_space)
-    collector = RolloutCollector(factory.make_vector(1, seed=1), net, n_steps=None, device=torch.device("cpu"))
+    collector = RolloutCollector(factory.make_vector(1, seed=1), learner_of(net), 1, n_steps=None,
+                                 device=torch.device("cpu"))  # fmt: skip
     first = collector.collect()  # views into the collector's storage: check before collecting again
-    assert first.done[-1, 0] and not first.done[:-1].any() and first.valid.all()
-    assert len(first.episode_returns) == 1 and first.episode_lengths[0] == len(first.rewards)
+    assert first.done[-1, 0, 0] and not first.done[:-1].any() and first.valid.all()
+    ((returns, lengths),) = first.episodes
+    assert len(returns) == 1 and lengths[0] == len(first.rewards)
     second = collector.collect()
-    assert not second.valid[0, 0], "the next rollout starts with the env's reset step"
-    assert second.valid[1:].all() and second.episode_lengths[0] == len(second.rewards) - 1
+    assert not second.valid[0, 0, 0], "the next rollout starts with the env's reset step"
+    assert second.valid[1:].all() and second.episodes[0][1][0] == len(second.rewards) - 1
 
 
 def test_train_writes_checkpoints_summary_and_metrics(run_dir: Path):
@@ -173,7 +177,7 @@ def test_the_estimator_is_a_plain_partial_without_hydras_wrapper():
 def test_an_error_while_building_closes_what_was_built(tmp_path: Path, monkeypatch):
     """Resources are registered as soon as they exist: a failure later in the build closes the training
     and eval envs and the loggers."""
-    import acx.run.train as train_module
+    import acx.run.cohort as cohort_module
     from acx.run.loggers import JsonlLogger
 
     made, closed, jsonl = [], [], []
@@ -195,7 +199,7 @@ def test_an_error_while_building_closes_what_was_built(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(GymEnvFactory, "make_vector", make_vector)
     monkeypatch.setattr(JsonlLogger, "__init__", jsonl_init)
-    monkeypatch.setattr(train_module, "MetricsWindow", broken_window)
+    monkeypatch.setattr(cohort_module, "MetricsWindow", broken_window)
     with pytest.raises(RuntimeError, match="built last"):
         train(compose_train([*FAST, "total_steps=1000"], tmp_path / "run"))
     assert len(made) == 2 and {id(e) for e in closed} == {id(e) for e in made}, "training and eval envs are closed"

@@ -14,8 +14,14 @@ from torch import Tensor
 
 def masked_mean(x: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
     """Mean of x over the True entries of mask, along the last dim: a (B,) batch gives a scalar, a
-    population's (P, B) batches give one mean per member."""
+    cohort's (P, B) batches give one mean per member."""
     return (x * mask).sum(-1, keepdim=keepdim) / mask.sum(-1, keepdim=keepdim).clamp(min=1)
+
+
+def per_row(value: float | Tensor, like: Tensor) -> float | Tensor:
+    """A coefficient as it scales ``like`` entry by entry: a number as it is, one per member ((P,), a
+    cohort's) against the member's row of a (P, B) batch."""
+    return value.unsqueeze(-1) if torch.is_tensor(value) and value.dim() == 1 else value
 
 
 def normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
@@ -84,7 +90,7 @@ class ActorCriticLoss:
         old_log_probs: Tensor | None = None,
         old_values: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Loss terms for flat (B,) tensors, or per member for a population's (P, B) tensors (then the
+        """Loss terms for flat (B,) tensors, or per member for a cohort's (P, B) tensors (then the
         coefficients may be (P,) tensors); ``advantages``/``returns`` carry no gradient. A2C's
         gradient is taken at the policy that collected the batch, so ``old_log_probs``/``old_values``
         (PPO's) are not used."""
@@ -151,12 +157,12 @@ class PPOLoss(ActorCriticLoss):
         ratio = log_ratio.exp()
         surrogate = ratio * advantages
         if self.clip_range is not None:
-            c = self.clip_range * self.clip_scale
+            c = per_row(self.clip_range * self.clip_scale, ratio)
             surrogate = torch.min(surrogate, ratio.clamp(1.0 - c, 1.0 + c) * advantages)
         policy = self._reduce(-surrogate, mask)
         critic = self.critic_per_step(values, returns)
         if self.clip_range_vf is not None:
-            old_values, c_v = old_values.detach(), self.clip_range_vf * self.clip_scale
+            old_values, c_v = old_values.detach(), per_row(self.clip_range_vf * self.clip_scale, values)
             clipped = old_values + (values - old_values).clamp(-c_v, c_v)
             critic = torch.max(critic, self.critic_per_step(clipped, returns))
         terms = self._with_critic_and_entropy(policy, critic, entropy, mask)

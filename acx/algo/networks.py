@@ -1,6 +1,12 @@
 """Actor-critic networks: an encoder per head (or one shared trunk), a policy head, a value head.
 
 Built by Hydra from ``conf/network/*.yaml`` with the env's spaces passed at instantiation.
+
+The classes here stack by broadcasting (``stacks_by_broadcast``, acx.algo.stack): their forwards reduce
+and index from the last dim, and a tensor of their own is broadcast against the batch dims just before
+its feature dims (``batch_broadcast``), so the same code runs a cohort's members, whose tensors and
+inputs carry a member dim in front. Sampling takes its noise as an argument: a cohort draws each
+member's from that member's own generator.
 """
 
 from __future__ import annotations
@@ -15,6 +21,17 @@ from torch import Tensor, nn
 
 # the names acx.config allows for network.activation and network.init
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def batch_broadcast(own: Tensor, like: Tensor, feature_dims: int = 1) -> Tensor:
+    """A module's own tensor ``own`` (its lead dims, then ``feature_dims`` feature dims) viewed to
+    broadcast against ``like`` (the same lead dims, batch dims, the feature dims): ones inserted before
+    the feature dims. A single network has no lead dim; a cohort's stacked tensors have the member dim."""
+    missing = like.dim() - own.dim()
+    if missing <= 0:
+        return own
+    split = own.dim() - feature_dims
+    return own.view(*own.shape[:split], *[1] * missing, *own.shape[split:])
 
 
 def init_layer(layer: nn.Module, scheme: str, gain: float) -> None:
@@ -61,6 +78,8 @@ def last_linear(module: nn.Module) -> nn.Linear:
 class NatureCNN(nn.Sequential):
     """The DQN Nature trunk: 3 conv layers and a flatten, on uint8 images scaled to [0, 1] here."""
 
+    stacks_by_broadcast = True
+
     def __init__(self, in_channels: int, image_hw: tuple[int, int]):
         super().__init__(
             nn.Conv2d(in_channels, 32, 8, stride=4),
@@ -81,6 +100,9 @@ class NatureCNN(nn.Sequential):
 class CategoricalHead(nn.Module):
     """Logits over discrete actions; sampling by the Gumbel-max trick, without torch.distributions."""
 
+    stacks_by_broadcast = True
+    NOISE = "uniform"  # what sample() takes: U(0, 1) noise shaped as noise_like(pi)
+
     def __init__(self, in_dim: int, n_actions: int, hidden: int = 0):
         super().__init__()
         self.out = head_mlp(in_dim, n_actions, hidden)
@@ -88,15 +110,16 @@ class CategoricalHead(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return torch.log_softmax(self.out(features), dim=-1)
 
-    def sample(self, logp: Tensor) -> Tensor:
+    def noise_like(self, logp: Tensor) -> Tensor:
+        return logp
+
+    def sample(self, logp: Tensor, noise: Tensor | None = None) -> Tensor:
+        """An action drawn with U(0, 1) ``noise`` shaped like ``logp`` (None: from torch's global generator)."""
         # argmax(logp + g), g = -log(-log(u)): written as logp - log(-log(u)) with in-place steps (the
         # same numbers, fewer allocations in the per-step loop)
-        neg_log_u = self.uniform(logp).clamp_(min=1e-20).log_().neg_()
+        u = torch.rand_like(logp) if noise is None else noise
+        neg_log_u = u.clamp_(min=1e-20).log_().neg_()
         return torch.argmax(logp - neg_log_u.log_(), dim=-1)
-
-    def uniform(self, like: Tensor) -> Tensor:
-        """U(0, 1) noise shaped ``like``, from torch's global generator (a population: per member)."""
-        return torch.rand_like(like)
 
     def mode(self, logp: Tensor) -> Tensor:
         return torch.argmax(logp, dim=-1)
@@ -121,6 +144,8 @@ class GaussianHead(nn.Module):
     """
 
     LOG_2PI = math.log(2 * math.pi)
+    stacks_by_broadcast = True
+    NOISE = "normal"  # what sample() takes: N(0, 1) noise shaped as noise_like(pi)
 
     def __init__(
         self,
@@ -150,7 +175,7 @@ class GaussianHead(nn.Module):
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         mean = self.mean(features)
         if self.mean_bound:
-            mean = torch.tanh(mean) * self.scale + self.center
+            mean = torch.tanh(mean) * batch_broadcast(self.scale, mean) + batch_broadcast(self.center, mean)
         if self.log_std_head is not None:
             log_std = self.log_std_head(features)
         else:
@@ -159,15 +184,15 @@ class GaussianHead(nn.Module):
 
     def shared_log_std(self, mean: Tensor) -> Tensor:
         """The state-independent log-std, one per action dim, for every row of ``mean``."""
-        return self.log_std_param.expand_as(mean)
+        return batch_broadcast(self.log_std_param, mean).expand_as(mean)
 
-    def sample(self, out: tuple[Tensor, Tensor]) -> Tensor:
+    def noise_like(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        return out[0]
+
+    def sample(self, out: tuple[Tensor, Tensor], noise: Tensor | None = None) -> Tensor:
+        """An action drawn with N(0, 1) ``noise`` shaped like the mean (None: from torch's global generator)."""
         mean, log_std = out
-        return mean + log_std.exp() * self.normal(mean)
-
-    def normal(self, like: Tensor) -> Tensor:
-        """N(0, 1) noise shaped ``like``, from torch's global generator (a population: per member)."""
-        return torch.randn_like(like)
+        return mean + log_std.exp() * (torch.randn_like(mean) if noise is None else noise)
 
     def mode(self, out: tuple[Tensor, Tensor]) -> Tensor:
         return out[0]
@@ -186,6 +211,8 @@ class GaussianHead(nn.Module):
 
 class ActorCritic(nn.Module):
     """Policy and value function; ``shared`` encoders mean one trunk feeds both heads."""
+
+    stacks_by_broadcast = True
 
     def __init__(
         self, actor_encoder: nn.Module, critic_encoder: nn.Module | None, policy_head: nn.Module, value_head: nn.Module
@@ -207,7 +234,7 @@ class ActorCritic(nn.Module):
             return self.obs_norm(obs)
         if obs.dtype == torch.float32 or obs.dtype == torch.uint8:
             return obs
-        return obs.to(next(self.value_head.parameters()).dtype)  # float32, unless the net was made .double()
+        return obs.to(last_linear(self.value_head).weight.dtype)  # float32, unless the net was made .double()
 
     @property
     def shared(self) -> bool:
@@ -225,14 +252,13 @@ class ActorCritic(nn.Module):
         encoder = self.actor_encoder if self.critic_encoder is None else self.critic_encoder
         return self.value_head(encoder(obs)).squeeze(-1)
 
-    def act(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """A sampled action and V(s); call under torch.inference_mode during collection."""
-        pi, value = self(obs)
-        return self.policy_head.sample(pi), value
+    def policy(self, obs: Tensor):
+        """The policy's output (log-probs, or mean and log-std) alone, without the critic's pass."""
+        return self.policy_head(self.actor_encoder(self.inputs(obs)))
 
     def action(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        """The action alone, without the critic's pass (evaluation and replay need no V(s))."""
-        pi = self.policy_head(self.actor_encoder(self.inputs(obs)))
+        """The action alone (evaluation and replay need no V(s)); sampled from torch's global generator."""
+        pi = self.policy(obs)
         return self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)
 
     def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:

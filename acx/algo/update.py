@@ -1,21 +1,36 @@
-"""The update: optimizers from config; per gradient step one backward pass of the summed loss,
-clipping, step; epochs of shuffled minibatches for PPO; plus the diagnostics the logger reports
-(seed 002's gradient statistics, the critic's explained variance, PPO's approx KL and clip fraction)."""
+"""The learner: a cohort's networks, optimizers and hyperparameters, one row per member; it acts,
+estimates the targets and updates.
+
+P members (P >= 1: a single run is a cohort of one) share no parameter: their networks are one
+``Stack`` (acx.algo.stack), their optimizers step the stacked tensors with one lr per member
+(acx.algo.optim), and their hyperparameters that may differ (``MEMBER_HYPERPARAMETERS``) are (P,)
+tensors. One backward pass of the sum of the members' losses gives each member exactly its own
+gradient; clipping, the finiteness check and the optimizer step are per member. Each member samples
+from its own torch generator, so it draws what it would draw alone.
+
+An update turns a batch into gradient steps: ``epochs`` passes over each member's valid transitions,
+each in its own shuffled order (from its own generator) split into ``minibatches`` parts, one step per
+part (PPO); one epoch of one minibatch is one step on the whole batch in its own order (the A2C
+variants). ``target_kl`` freezes a member for the rest of an update at its first minibatch whose
+approx KL exceeds 1.5 x target_kl, before that step (Stable-Baselines3's rule); the others go on.
+
+Nothing here imports from ``acx.run``: the rollout arrives as tensors (``Batch``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from acx.algo.losses import ActorCriticLoss, masked_mean
 from acx.algo.networks import ActorCritic
-from acx.algo.optim import Optimizer
-from acx.errors import NonFiniteError
-from acx.run.rollout import Rollout
+from acx.algo.optim import Optimizer, TorchOptimizer, column
+from acx.algo.stack import Stack
 
 
 def linear_lr(fraction_done: float, final_fraction: float = 0.0) -> float:
@@ -57,20 +72,40 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     return torch.where(var_returns > 0, 1 - ratio, torch.full_like(ratio, float("nan")))
 
 
-def gradient_stats(params: list[nn.Parameter]) -> dict[str, Tensor]:
-    """Seed 002's statistics over every gradient entry: RMS (``grad_l2``), max |g| and variance."""
-    grads = torch.cat([p.grad.detach().flatten() for p in params if p.grad is not None])
+def gradient_stats(grads: list[Tensor]) -> dict[str, Tensor]:
+    """Seed 002's statistics over every gradient entry of each member (grads stacked (P, ...)): RMS
+    (``grad_l2``), max |g| and variance, (P,) each."""
+    flat = torch.cat([g.detach().flatten(1) for g in grads], dim=1)
     return {
-        "train/grad_l2": grads.square().mean().sqrt(),
-        "train/grad_max": grads.abs().max(),
-        "train/grad_var": grads.var(correction=0),
+        "train/grad_l2": flat.square().mean(1).sqrt(),
+        "train/grad_max": flat.abs().amax(1),
+        "train/grad_var": flat.var(dim=1, correction=0),
     }
+
+
+def member_norms(grads: list[Tensor]) -> Tensor:
+    """Each member's gradient norm over all its parameters, (P,): clip_grad_norm_'s total norm, per member."""
+    per_param = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+    return torch.linalg.vector_norm(per_param, dim=0)
+
+
+def clip_per_member(grads: list[Tensor], max_norms: Tensor) -> Tensor:
+    """Scale member k's gradients so their norm is at most ``max_norms[k]`` (inf: no clipping), as
+    clip_grad_norm_ does for one model; returns the norms before clipping. One member never changes another."""
+    if grads and grads[0].shape[0] == 1:  # one member: clip_grad_norm_'s own foreach steps
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        torch._foreach_mul_(grads, (max_norms[0] / (norm + 1e-6)).clamp(max=1.0))
+        return norm.unsqueeze(0)
+    norms = member_norms(grads)
+    coef = (max_norms / (norms + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, [column(coef.to(g.dtype), g) for g in grads])
+    return norms
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A rollout's transitions flattened to (B,): what one gradient step reads. ``values`` and
-    ``log_probs`` are the critic's and the policy's at collection (``log_probs`` None when not stored)."""
+    """Members' transitions, (P, B, ...) each: what a gradient step reads. ``values`` and ``log_probs``
+    are the critic's and the policy's at collection (``log_probs`` None when not stored)."""
 
     obs: Tensor
     actions: Tensor
@@ -80,23 +115,24 @@ class Batch:
     log_probs: Tensor | None
     mask: Tensor
 
-    @classmethod
-    def of(cls, rollout: Rollout, advantages: Tensor, returns: Tensor) -> Batch:
-        log_probs = rollout.log_probs.flatten() if rollout.log_probs is not None else None
-        obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
-        return cls(obs, actions, advantages.flatten(), returns.flatten(), rollout.values.flatten(), log_probs,
-                   rollout.valid.flatten())  # fmt: skip
+    @staticmethod
+    def by_member(x: Tensor) -> Tensor:
+        """(T, P, N, ...) rollout storage as (P, T * N, ...): each member's transitions in its row."""
+        return x.transpose(0, 1).flatten(1, 2)
 
-    def take(self, index: Tensor) -> Batch:
-        """The transitions at ``index`` (valid ones: the minibatch's mask is all True)."""
-        log_probs = self.log_probs[index] if self.log_probs is not None else None
-        mask = torch.ones(len(index), dtype=torch.bool, device=index.device)
-        return Batch(self.obs[index], self.actions[index], self.advantages[index], self.returns[index],
-                     self.values[index], log_probs, mask)  # fmt: skip
+    def take(self, index: Tensor, mask: Tensor) -> Batch:
+        """The transitions at ``index`` (P, L) of each member, ``mask`` (P, L) saying which are real."""
+
+        def gather(x: Tensor) -> Tensor:
+            return torch.gather(x, 1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
+
+        log_probs = gather(self.log_probs) if self.log_probs is not None else None
+        return Batch(gather(self.obs), gather(self.actions), gather(self.advantages), gather(self.returns),
+                     gather(self.values), log_probs, mask)  # fmt: skip
 
 
 def rollout_stats(advantages: Tensor, values: Tensor, returns: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """The advantages and targets the loss used and the critic's values before the update, over the rollout."""
+    """The advantages and targets the loss used and the critic's values before the update, per member."""
     m = mask.float()
     return {
         "train/advantage_mean": masked_mean(advantages, m),
@@ -108,122 +144,412 @@ def rollout_stats(advantages: Tensor, values: Tensor, returns: Tensor, mask: Ten
 
 # what a loss returns besides its terms, and the metric each is logged as
 LOSS_STATS = {"entropy_mean": "train/entropy", "approx_kl": "train/approx_kl", "clip_fraction": "train/clip_fraction"}
+# the hyperparameters that may differ between the members of one cohort, as the loss and targets take them
+MEMBER_HYPERPARAMETERS = ("gamma", "reward_scale", "max_grad_norm", "gae_lambda", "ent_coef", "vf_coef")
 
 
-class Updater:
-    """Turns a rollout and its advantages into optimizer steps: ``epochs`` passes over the rollout's
-    valid transitions, each shuffled into ``minibatches`` parts with one step per part (PPO). One
-    epoch of one minibatch is a single step on the whole rollout in its own order (the A2C variants).
+def draw_noise(kind: str, like: Tensor, generators: Sequence[torch.Generator], stacked: bool = True) -> Tensor:
+    """U(0, 1) or N(0, 1) noise shaped ``like`` (P, ...), member k's row from its own generator: what
+    ``torch.rand_like``/``randn_like`` would draw for it alone. ``stacked=False``: one member's noise,
+    ``like`` without the member dim."""
+    noise = torch.empty_like(like)
+    for row, generator in zip(noise[None] if not stacked else noise, generators, strict=True):
+        if kind == "uniform":
+            row.uniform_(generator=generator)
+        else:
+            row.normal_(generator=generator)
+    return noise
 
-    ``target_kl``: stop the update's remaining steps at the first minibatch whose approx KL from
-    the collecting policy exceeds 1.5 x target_kl, before its step (Stable-Baselines3's rule)."""
+
+class Learner:
+    """P members' networks (``stack``), optimizers, loss, estimator and hyperparameters (``hyper``:
+    name -> (P,)), and each member's sampling generator."""
 
     def __init__(
         self,
-        net: ActorCritic,
-        optimizers: dict[str, Optimizer],
+        nets: Sequence[ActorCritic],
+        optimizers: dict[str, Callable[..., Optimizer]],
         loss_fn: ActorCriticLoss,
-        max_grad_norm: float | None,
+        estimator: Callable[..., tuple[Tensor, Tensor]],
+        hyper: Sequence[dict[str, float]],
+        generators: Sequence[torch.Generator],
         epochs: int = 1,
         minibatches: int = 1,
         target_kl: float | None = None,
+        lr_schedule: Callable[[float], float] | None = None,
     ):
-        self.net, self.optimizers, self.loss_fn, self.max_grad_norm = net, optimizers, loss_fn, max_grad_norm
+        """``optimizers``: per group ('all', or 'actor' and 'critic'), the optimizer class with its
+        hyperparameters bound (``instantiate(cfg.optimizer)``); ``hyper``: per member, its
+        ``MEMBER_HYPERPARAMETERS`` and ``lr_<group>``."""
+        self.stack = Stack(nets)
+        ids = {id(p): name for name, p in nets[0].named_parameters()}
+        self.group_names = {group: [ids[id(p)] for p in params] for group, params in nets[0].parameter_groups().items()}
+        self.hyper_rows = [dict(h) for h in hyper]
+        self.optimizers: dict[str, Any] = {}
+        for group, make in optimizers.items():
+            lrs = [h[f"lr_{group}"] for h in self.hyper_rows]
+            if isinstance(getattr(make, "func", make), type) and issubclass(getattr(make, "func", make), Optimizer):
+                self.optimizers[group] = make(self.group_params(group), lr=lrs)
+            else:  # a torch.optim class: one lr, every parameter; a cohort of one
+                self.optimizers[group] = TorchOptimizer(make(self.group_params(group), lr=lrs[0]))
+        self.loss_fn, self.estimator, self.lr_schedule = loss_fn, estimator, lr_schedule
         self.epochs, self.minibatches, self.target_kl = epochs, minibatches, target_kl
+        self.generators = list(generators)
         # PPO's loss compares with the policy and critic at collection; A2C's (or a user's) takes no such inputs
         self.old_inputs = getattr(loss_fn, "needs_old_log_probs", False)
-        self.params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
-        for opt in optimizers.values():
-            for group in opt.param_groups:  # what a schedule scales (saved with the optimizer state)
-                group.setdefault("initial_lr", group["lr"])
+        self.head = nets[0].policy_head
+        self.reward_returns: Tensor | None = None  # normalize.reward: each env's discounted return so far
+        self._tensors()
 
-    def scale_lr(self, multiplier: float) -> None:
-        """Set every parameter group's lr to ``multiplier`` x the lr it started the run with (and PPO's
-        clip ranges to ``multiplier`` x the configured ones, when its loss anneals them)."""
+    # --- members ------------------------------------------------------------------------------------
+
+    @property
+    def members(self) -> int:
+        return self.stack.members
+
+    @property
+    def device(self) -> torch.device:
+        return self.stack.params[0].device
+
+    def _tensors(self) -> None:
+        """The members' hyperparameters as (P,) tensors; each member's clip scale back to 1."""
+        self.hyper = {
+            key: torch.tensor([h[key] for h in self.hyper_rows], dtype=torch.float32, device=self.device)
+            for key in MEMBER_HYPERPARAMETERS
+            if key in self.hyper_rows[0]
+        }
+        self.clip_scale = torch.ones(self.members, device=self.device)
+
+    def group_params(self, group: str) -> list[Tensor]:
+        """The stacked parameters of optimizer group ``group`` ('all', 'actor' or 'critic')."""
+        return [self.stack.tensors[name] for name in self.group_names[group]]
+
+    def regroup(
+        self,
+        rows: Sequence[int | None],
+        joining: Sequence[ActorCritic] = (),
+        hyper: Sequence[dict[str, float]] = (),
+        generators: Sequence[torch.Generator] = (),
+    ) -> None:
+        """Go on with the members ``rows`` (old row numbers; None: the next of ``joining``, with its
+        hyperparameters and generator, and fresh optimizer state that ``load_member`` may fill)."""
+        self.stack.regroup(rows, joining)
+        new_hyper, new_generators = iter(hyper), iter(generators)
+        fresh = [next(new_hyper) if r is None else None for r in rows]
+        self.hyper_rows = [self.hyper_rows[r] if r is not None else h for r, h in zip(rows, fresh, strict=True)]
+        self.generators = [self.generators[r] if r is not None else next(new_generators) for r in rows]
+        for group, opt in self.optimizers.items():
+            opt.regroup(self.group_params(group), rows, [h[f"lr_{group}"] for h in fresh if h is not None])
+        if self.reward_returns is not None:
+            kept = torch.tensor([r if r is not None else 0 for r in rows], device=self.reward_returns.device)
+            returns = self.reward_returns.index_select(0, kept)
+            returns[torch.tensor([r is None for r in rows], device=returns.device)] = 0.0
+            self.reward_returns = returns
+        self._tensors()
+
+    def member_state(self, k: int) -> tuple[dict[str, Tensor], dict[str, dict]]:
+        """Member ``k``'s network and optimizer state dicts, as a single run's checkpoint holds them."""
+        return self.stack.member_state_dict(k), {g: opt.member_state_dict(k) for g, opt in self.optimizers.items()}
+
+    def load_member(self, k: int, optimizers: dict[str, dict]) -> None:
+        """Member ``k``'s optimizer states from a checkpoint (a member that resumes; its weights came
+        with its network)."""
+        for group, opt in self.optimizers.items():
+            opt.load_member(k, optimizers[group])
+
+    @property
+    def net(self) -> ActorCritic:
+        """The network of a cohort of one: the plain module on the stacked tensors' row 0."""
+        return self.stack.single
+
+    def member_net(self, k: int) -> ActorCritic:
+        """A plain network with member ``k``'s tensors (a video of one member's policy)."""
+        return self.stack.single if self.members == 1 else self.stack.member_module(k)
+
+    # --- acting -------------------------------------------------------------------------------------
+
+    def _run(self, rows: Sequence[int] | None, method: str, *inputs: Tensor):
+        """``method`` of the network for the members ``rows`` (None: all) on their (P', ...) inputs."""
+        if self.members == 1:
+            out = getattr(self.stack.single, method)(*[x[0] for x in inputs])
+            return _lead(out)
+        if rows is None or len(rows) == self.members and list(rows) == list(range(self.members)):
+            return getattr(self.stack.batched, method)(*inputs)
+        with self.stack.rows(torch.as_tensor(list(rows), device=self.device)):
+            return getattr(self.stack.batched, method)(*inputs)
+
+    @torch.inference_mode()
+    def act(self, obs: Tensor, keep_log_probs: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Sampled actions, V(s) and (``keep_log_probs``) log pi(a|s) for the observations of every env
+        column (C = P x N, member k's envs at k*N..k*N+N-1), one per column; member k's noise from its
+        own generator."""
+        if self.members == 1:  # a cohort of one: the plain module on its N envs
+            pi, value = self.stack.single(obs)
+            like = self.head.noise_like(pi)
+            draw = torch.rand if self.head.NOISE == "uniform" else torch.randn
+            noise = draw(like.shape, generator=self.generators[0], dtype=like.dtype, device=like.device)
+            action = self.head.sample(pi, noise)
+            return action, value, self.head.log_prob(pi, action) if keep_log_probs else None
+        pi, value = self.stack.batched(obs.view(self.members, -1, *obs.shape[1:]))
+        action = self.head.sample(pi, draw_noise(self.head.NOISE, self.head.noise_like(pi), self.generators))
+        log_prob = self.head.log_prob(pi, action).flatten(0, 1) if keep_log_probs else None
+        return action.flatten(0, 1), value.flatten(0, 1), log_prob
+
+    @torch.inference_mode()
+    def value(self, obs: Tensor) -> Tensor:
+        """V(s) for the observations of every env column (C = P x N), one per column."""
+        if self.members == 1:
+            return self.stack.single.value(obs)
+        return self.stack.batched.value(obs.view(self.members, -1, *obs.shape[1:])).flatten(0, 1)
+
+    @torch.inference_mode()
+    def action(self, obs: Tensor, rows: Sequence[int], deterministic: bool = True) -> Tensor:
+        """The actions of the members ``rows`` for their (P', N, ...) observations (evaluation)."""
+        pi = self._run(rows, "policy", obs)
+        if deterministic:
+            return self.head.mode(pi)
+        generators = [self.generators[r] for r in rows]
+        return self.head.sample(pi, draw_noise(self.head.NOISE, self.head.noise_like(pi), generators))
+
+    # --- targets ------------------------------------------------------------------------------------
+
+    def estimate(
+        self, rows: Sequence[int], rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
+        done: Tensor, valid: Tensor,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """The advantages and return targets of the members ``rows`` for their (T, P', N) rollout, with
+        each member's gamma (and GAE lambda); rewards are first normalised by each member's running
+        return std (normalize.reward), then scaled (algo.reward_scale)."""
+        steps, members, n = rewards.shape
+        index = self._index(rows)
+        gamma = self.hyper["gamma"][index]
+        if self.stack.single.reward_norm is not None:
+            if self.reward_returns is None:
+                self.reward_returns = torch.zeros(self.members, n, dtype=torch.float64, device=rewards.device)
+            by_member = [x.transpose(0, 1) for x in (rewards, done, valid)]  # (P', T, N)
+            returns = self.reward_returns[index]
+            scaled, returns = self._normalize_rewards(rows, by_member, gamma, returns)
+            self.reward_returns[index] = returns
+            rewards = scaled.transpose(0, 1)
+        scale = self._per_column("reward_scale", rows, n)
+        if not isinstance(scale, float) or scale != 1.0:
+            rewards = rewards * (scale.view(1, -1, n) if torch.is_tensor(scale) else scale)
+        cols = (steps, members * n)
+        extra = {}
+        if "gae_lambda" in self.hyper:
+            extra["gae_lambda"] = self._per_column("gae_lambda", rows, n)
+        advantages, targets = self.estimator(
+            rewards.reshape(cols), values.reshape(cols), next_values.reshape(cols), terminated.reshape(cols),
+            done.reshape(cols), gamma=self._per_column("gamma", rows, n), **extra,
+        )  # fmt: skip
+        return advantages.view(steps, members, n), targets.view(steps, members, n)
+
+    def _index(self, rows: Sequence[int]) -> Tensor:
+        """``rows`` as an index tensor (kept while the rows stay the same)."""
+        rows = tuple(rows)
+        if getattr(self, "_last_index", (None,))[0] != rows:
+            self._last_index = (rows, torch.as_tensor(rows, device=self.device))
+        return self._last_index[1]
+
+    def _per_column(self, key: str, rows: Sequence[int], n: int) -> float | Tensor:
+        """A hyperparameter of the members ``rows`` as the estimator takes it: one number when they all
+        have the same, else one per env column (P' x N), as float32."""
+        values = {self.hyper_rows[r][key] for r in rows}
+        if len(values) == 1:
+            return float(values.pop())
+        return self.hyper[key][self._index(rows)].repeat_interleave(n)
+
+    def _normalize_rewards(self, rows, by_member, gamma, returns):
+        if self.members == 1:
+            scaled, returns = self.stack.single.reward_norm(*[x[0] for x in by_member], gamma[0], returns[0])
+            return scaled.unsqueeze(0), returns.unsqueeze(0)
+        with self._rows(rows):
+            return self.stack.batched.reward_norm(*by_member, gamma, returns)
+
+    def _rows(self, rows: Sequence[int]):
+        """The stack's context for the members ``rows`` (nothing to do when they are all of them)."""
+        if len(rows) == self.members and list(rows) == list(range(self.members)):
+            return contextlib.nullcontext()
+        return self.stack.rows(torch.as_tensor(list(rows), device=self.device))
+
+    def observe(self, rows: Sequence[int], obs: Tensor, valid: Tensor) -> None:
+        """normalize.obs: the members ``rows``' statistics take in their rollout's (T, P', N, ...)
+        observations (after the update on it, so collection and learning saw the same statistics)."""
+        if self.stack.single.obs_norm is None:
+            return
+        obs, valid = obs.transpose(0, 1), valid.transpose(0, 1)
+        if self.members == 1:
+            self.stack.single.obs_norm.update(obs[0], valid[0])
+            return
+        with self._rows(rows):
+            self.stack.batched.obs_norm.update(obs, valid)
+
+    # --- updating -----------------------------------------------------------------------------------
+
+    def scale_lr(self, fractions: Sequence[float]) -> None:
+        """Each member's lr (and PPO's clip ranges, when annealed) as ``lr_schedule`` gives it for the
+        fraction of its own budget that member has done."""
+        if self.lr_schedule is None:
+            return
+        multipliers = torch.tensor([self.lr_schedule(f) for f in fractions], dtype=torch.float64)
         for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * multiplier
+            opt.scale_lr(multipliers)
         if getattr(self.loss_fn, "anneal_clip", False):
-            self.loss_fn.clip_scale = multiplier
+            self.clip_scale = multipliers.to(device=self.device, dtype=torch.float32)
 
-    def minibatch_indices(self, mask: Tensor) -> Iterator[Tensor]:
-        """``epochs`` passes over the valid transitions, each a fresh permutation split into
-        ``minibatches`` parts of near-equal size: every valid transition once per epoch, never an
-        autoreset step. The permutations come from torch's global generator, whose state every
-        checkpoint saves, so a resumed run shuffles as the uninterrupted one would have."""
-        valid = mask.nonzero().squeeze(-1)
-        for _ in range(self.epochs):
-            order = valid[torch.randperm(len(valid)).to(valid.device)]
-            yield from (part for part in order.tensor_split(self.minibatches) if len(part))
-
-    def step(
-        self, rollout: Rollout, advantages: Tensor, returns: Tensor, diagnostics: bool = True
-    ) -> dict[str, float | Tensor]:
-        """One update; returns the loss terms and diagnostics as tensors (one host sync per
-        gradient step: the finiteness check). Terms and gradient norms are the means over the steps.
-
-        ``diagnostics=False`` skips the statistics (a pass over every gradient, advantage and value
-        moments): the training loop asks for them only on the updates it logs."""
-        batch = Batch.of(rollout, advantages, returns)
+    def update(self, batch: Batch, rows: Sequence[int], diagnostics: bool = True) -> tuple[MemberStats, dict[int, str]]:
+        """One update of the members ``rows`` (P' of them) on their ``batch``, (P', B, ...) each: the
+        stats of each, and the members (by row) whose loss or gradient was not finite, with the message
+        of each: those took no step, nor any later minibatch of this update."""
+        rows = list(rows)
+        index = self._index(rows)
+        for key in ("ent_coef", "vf_coef"):  # the loss's coefficients: these members' (one number when the same)
+            values = {self.hyper_rows[r][key] for r in rows}
+            setattr(self.loss_fn, key, float(values.pop()) if len(values) == 1 else self.hyper[key][index])
+        if getattr(self.loss_fn, "anneal_clip", False):
+            self.loss_fn.clip_scale = self.clip_scale[index]
+        active = torch.ones(len(rows), dtype=torch.bool)
+        failed: dict[int, str] = {}
         if self.epochs == 1 and self.minibatches == 1:
-            stats, used = self.gradient_step(batch, diagnostics)
+            stats, used, _ = self.gradient_step(batch, rows, active, failed, diagnostics)
             if diagnostics:  # the critic's values from the step's own forward pass (before its update)
                 stats.update(rollout_stats(*used))
-            return stats
-        steps = []
-        for index in self.minibatch_indices(batch.mask):
-            stats, _ = self.gradient_step(batch.take(index), diagnostics)
-            if stats is None:  # target_kl reached
-                break
-            steps.append(stats)
-        if not steps:  # stopped before the first step: nothing changed
-            return {"train/gradient_steps": 0}
-        stats = {
-            k: torch.stack([s[k] for s in steps]).mean() if torch.is_tensor(v) else v for k, v in steps[-1].items()
-        }
-        stats["train/gradient_steps"] = len(steps)
+            return MemberStats(stats, len(rows)), failed
+        totals: dict[str, Tensor] = {}
+        counts = torch.zeros(len(rows))
+        for part, mask, has in self.minibatch_indices(batch.mask, rows):
+            stepping = active & has
+            if not bool(stepping.any()):
+                if not bool(active.any()):
+                    break
+                continue
+            stats, _, stepped = self.gradient_step(batch.take(part, mask), rows, stepping, failed, diagnostics)
+            active &= ~(stepping & ~stepped)  # frozen by target_kl, or not finite: no more steps this update
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + torch.where(stepped.to(value.device), value, 0.0)
+            counts += stepped.float()
+        out = {key: value / counts.clamp(min=1).to(value.device) for key, value in totals.items()}
+        out["train/gradient_steps"] = counts.long()
         if diagnostics:  # over the whole rollout, with the values the critic gave at collection
             advantages, returns = self.loss_fn.targets(batch.advantages, batch.returns, batch.values, batch.mask)
-            stats.update(rollout_stats(advantages, batch.values, returns, batch.mask))
-        return stats
+            out.update(rollout_stats(advantages, batch.values, returns, batch.mask))
+        # a member stopped before its first step changed nothing: its stats are only that
+        none = {i: {"train/gradient_steps": 0} for i, steps in enumerate(counts.tolist()) if steps == 0}
+        return MemberStats(out, len(rows), none), failed
 
-    def gradient_step(self, batch: Batch, diagnostics: bool) -> tuple[dict[str, Any] | None, tuple]:
-        """One optimizer step per group on ``batch``: the stats, and the (advantages, values, returns,
-        mask) the loss used; (None, ()) when ``target_kl`` stops the update before this step."""
+    def minibatch_indices(self, mask: Tensor, rows: Sequence[int]):
+        """``epochs`` passes over each member's valid transitions, each a fresh permutation (from the
+        member's own generator) split into ``minibatches`` parts of near-equal size: every valid
+        transition once per epoch, never an autoreset step. Yields, per part, the (P', L) indices and
+        mask of every member's part (padded to the longest) and which members have one."""
+        valid = [m.nonzero().squeeze(-1) for m in mask]
+        for _ in range(self.epochs):
+            parts = []
+            for own, row in zip(valid, rows, strict=True):
+                generator = self.generators[row]
+                order = own[torch.randperm(len(own), generator=generator, device=generator.device).to(own.device)]
+                parts.append(order.tensor_split(self.minibatches))
+            for j in range(self.minibatches):
+                lengths = [len(p[j]) for p in parts]
+                longest = max(lengths)
+                if longest == 0:
+                    continue
+                index = torch.zeros(len(rows), longest, dtype=torch.long, device=mask.device)
+                part_mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=mask.device)
+                for i, p in enumerate(parts):
+                    index[i, : lengths[i]] = p[j]
+                    part_mask[i, : lengths[i]] = True
+                yield index, part_mask, torch.tensor(lengths) > 0
+
+    def gradient_step(
+        self, batch: Batch, rows: list[int], stepping: Tensor, failed: dict[int, str], diagnostics: bool
+    ) -> tuple[dict[str, Tensor], tuple, Tensor]:
+        """One optimizer step of the members ``stepping`` (of ``rows``) on ``batch``: their stats ((P',)
+        each), the (advantages, values, returns, mask) the loss used, and which members stepped (not
+        those ``target_kl`` freezes here, nor those whose loss or gradient is not finite)."""
         mask = batch.mask
         advantages, returns = self.loss_fn.targets(batch.advantages, batch.returns, batch.values, mask)
-        log_probs, entropy, values, std = self.net.evaluate_actions(batch.obs, batch.actions)
+        log_probs, entropy, values, std = self._run(rows, "evaluate_actions", batch.obs, batch.actions)
         old = {"old_log_probs": batch.log_probs, "old_values": batch.values} if self.old_inputs else {}
         losses = self.loss_fn(log_probs, entropy, values, advantages, returns, mask, **old)
-        if self.target_kl is not None and float(losses["approx_kl"]) > 1.5 * self.target_kl:
-            return None, ()
+        stepping = stepping.clone()
+        if self.target_kl is not None:  # a member past it stops here, before this step
+            stepping &= ~(losses["approx_kl"].detach().cpu() > 1.5 * self.target_kl)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        # taken before clipping: the gradient the loss produced
-        grad_stats = gradient_stats([p for params in self.params.values() for p in params]) if diagnostics else {}
-        grad_norms = {}
-        for name in self.optimizers:
-            if self.max_grad_norm:
-                # foreach: one multi-tensor norm and scale, not a loop of small ops per parameter
-                grad_norms[name] = torch.nn.utils.clip_grad_norm_(self.params[name], self.max_grad_norm, foreach=True)
-            else:
-                grad_norms[name] = torch.nn.utils.get_total_norm(
-                    [p.grad for p in self.params[name] if p.grad is not None]
-                )
-        # a NaN/inf must never reach the weights: check before any optimizer steps
-        if not bool(torch.isfinite(torch.stack([losses["total"].detach(), *grad_norms.values()])).all()):
-            bad = "loss" if not torch.isfinite(losses["total"]) else "gradient"
-            raise NonFiniteError(f"non-finite {bad} ({', '.join(f'{k}={v.item():.3g}' for k, v in losses.items())})")
+        total = losses["total"]
+        # members share no parameter: each gets its own gradient (none for a member that does not step)
+        (total.sum() if bool(stepping.all()) else (total * stepping.to(total.device)).sum()).backward()
+        self.stack.gather_grads()
+        index = self._index(rows)
+        every = len(rows) == self.members
+        grads = {g: [p.grad if every else p.grad.index_select(0, index) for p in self.group_params(g)]
+                 for g in self.optimizers}  # fmt: skip
+        grad_stats = gradient_stats([g for gs in grads.values() for g in gs]) if diagnostics else {}
+        max_norm = self.hyper["max_grad_norm"][index]
+        norms = {g: clip_per_member(gs, max_norm) for g, gs in grads.items()}
+        if not every:  # the clipped rows back into the stacked gradients
+            for g, gs in grads.items():
+                for p, clipped in zip(self.group_params(g), gs, strict=True):
+                    p.grad.index_copy_(0, index, clipped)
+        # a NaN/inf must never reach the weights: each member is checked before any optimizer steps
+        finite = torch.isfinite(torch.stack([total.detach(), *norms.values()])).all(0).cpu()
+        if not bool(finite.all()):
+            for i in (stepping & ~finite).nonzero().flatten().tolist():
+                bad = "loss" if not torch.isfinite(total[i]) else "gradient"
+                terms = ", ".join(f"{k}={float(v[i]):.3g}" for k, v in losses.items())
+                failed[rows[i]] = f"non-finite {bad} ({terms})"
+            stepping &= finite
+        if every:
+            on = stepping
+        else:
+            on = torch.zeros(self.members, dtype=torch.bool)
+            on[rows] = stepping
         for opt in self.optimizers.values():
-            opt.step()
-        stats: dict[str, Any] = {f"losses/{k}": v.detach() for k, v in losses.items() if k not in LOSS_STATS}
+            opt.step(on)
+        stats: dict[str, Tensor] = {f"losses/{k}": v.detach() for k, v in losses.items() if k not in LOSS_STATS}
         stats.update({LOSS_STATS[k]: v for k, v in losses.items() if k in LOSS_STATS})
-        for name, norm in grad_norms.items():
-            suffix = "" if name == "all" else "_" + name
+        for g, norm in norms.items():
+            suffix = "" if g == "all" else "_" + g
             stats[f"train/grad_norm{suffix}"] = norm  # before clipping
-            stats[f"train/lr{suffix}"] = self.optimizers[name].param_groups[0]["lr"]  # as lr_schedule set it
+            lrs = [self.optimizers[g].lr_of(r) for r in rows]  # as lr_schedule set them
+            stats[f"train/lr{suffix}"] = torch.tensor(lrs, dtype=torch.float64)
         stats.update(grad_stats)
         if std is not None:
-            stats["train/policy_std"] = std.detach().mean()
-        return stats, (advantages, values, returns, mask)
+            stats["train/policy_std"] = std.detach().flatten(1).mean(1)
+        return stats, (advantages, values, returns, mask), stepping
+
+
+def _lead(out):
+    """A single network's outputs with the member dim in front (a cohort of one)."""
+    if isinstance(out, tuple):
+        return tuple(_lead(o) for o in out)
+    return out.unsqueeze(0) if torch.is_tensor(out) else out
+
+
+class MemberStats:
+    """An update's stats, (P',) tensors, read as one dict of numbers per member: the host sync happens
+    on the first read (the loop reads only the updates it logs)."""
+
+    def __init__(self, stats: dict[str, Tensor], members: int, rows: dict[int, dict] | None = None):
+        self.stats, self.members, self.fixed = stats, members, rows or {}
+        self._rows: list[dict[str, float]] | None = None
+
+    def __len__(self) -> int:
+        return self.members
+
+    def __getitem__(self, i: int) -> dict[str, float]:
+        if self._rows is None:
+            self._rows = _per_member(self.stats, self.members)
+        return self.fixed.get(i, self._rows[i])
+
+
+def _per_member(stats: dict[str, Tensor | float], members: int) -> list[dict[str, float]]:
+    """(P',) stats as one dict of numbers per member: one host sync for all of them."""
+    keys = [k for k, v in stats.items() if torch.is_tensor(v)]
+    values = (
+        torch.stack([stats[k].detach().to("cpu", torch.float64).reshape(members) for k in keys]).T.tolist()
+        if keys
+        else [[]] * members
+    )
+    return [{k: v for k, v in zip(keys, row, strict=True)} for row in values]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from acx.algo.networks import ActorCritic
 from acx.algo.normalize import ObsNormalizer, RewardNormalizer
-from acx.algo.optim import Optimizer
+from acx.algo.update import Learner
 from acx.config import upgrade_targets
 from acx.envs.factory import add_import_path
 from acx.run.checkpoint import check_fits_env, load_weights
@@ -64,13 +64,45 @@ def build_from_checkpoint(ckpt: dict[str, Any], device: torch.device, env_id: st
     return factory, load_weights(net, ckpt)
 
 
-def build_optimizers(optimizer_cfg: Mapping[str, Any], net: ActorCritic) -> dict[str, Optimizer]:
-    """``conf/optimizer``: one optimizer over all parameters (a ``_target_`` at the top, saved as 'all'),
-    or separate 'actor' and 'critic' optimizers (seed 001)."""
-    groups = net.parameter_groups()
+def member_hyper(cfg: Mapping[str, Any], groups: Sequence[str]) -> dict[str, float]:
+    """A member's hyperparameters as the learner takes them: the ones that may differ between the members
+    of a cohort, and each optimizer group's lr (``lr_all``, or ``lr_actor`` and ``lr_critic``)."""
+    algo = cfg.algo
+    hyper = {
+        "gamma": float(algo.gamma),
+        "reward_scale": float(algo.reward_scale),
+        "max_grad_norm": float(algo.max_grad_norm) if algo.max_grad_norm else float("inf"),
+        "ent_coef": float(algo.loss.get("ent_coef", 0.0)),
+        "vf_coef": float(algo.loss.get("vf_coef", 0.5)),
+    }
+    if algo.advantage.get("gae_lambda") is not None:
+        hyper["gae_lambda"] = float(algo.advantage.gae_lambda)
+    for group in groups:
+        hyper[f"lr_{group}"] = float(cfg.optimizer.lr if group == "all" else cfg.optimizer[group].lr)
+    return hyper
+
+
+def optimizer_classes(optimizer_cfg: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+    """``conf/optimizer``: one optimizer over all parameters (a ``_target_`` at the top: group 'all'),
+    or separate 'actor' and 'critic' optimizers (seed 001), each its class with its settings bound."""
     if "_target_" in optimizer_cfg:
-        return {"all": instantiate(optimizer_cfg)(groups["all"])}
-    return {name: instantiate(optimizer_cfg[name])(groups[name]) for name in ("actor", "critic")}
+        return {"all": instantiate(optimizer_cfg)}
+    return {group: instantiate(optimizer_cfg[group]) for group in ("actor", "critic")}
+
+
+def build_learner(
+    cfgs: Sequence[Mapping[str, Any]], nets: Sequence[ActorCritic], generators: Sequence[torch.Generator]
+) -> Learner:
+    """The learner of a cohort whose members have the configs ``cfgs`` (one group: the first one's
+    variant, loss and optimizer kind), networks ``nets`` and sampling generators ``generators``."""
+    cfg = cfgs[0]
+    algo, classes = cfg.algo, optimizer_classes(cfg.optimizer)
+    return Learner(
+        nets, classes, instantiate(algo.loss), build_estimator(algo.advantage),
+        [member_hyper(c, list(classes)) for c in cfgs], generators,
+        algo.get("epochs", 1), algo.get("minibatches", 1), algo.get("target_kl"),
+        instantiate(cfg.lr_schedule) if cfg.get("lr_schedule") else None,
+    )  # fmt: skip
 
 
 def build_estimator(advantage_cfg: Mapping[str, Any]) -> Callable:

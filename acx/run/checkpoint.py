@@ -1,4 +1,4 @@
-"""Checkpoints: the run's state, its format on disk, the writer, and the one ``restore()`` resume uses.
+"""Checkpoints: a run's state, its format on disk, and the writer.
 
 A checkpoint is a ``torch.save`` of a dict holding only tensors, numbers, strings and nested
 dicts/lists of those; metadata that is not a tensor (config, spaces, counters, NumPy RNG state) is a
@@ -18,14 +18,12 @@ import os
 import random
 import tempfile
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from acx.algo.optim import Optimizer
 from acx.errors import CheckpointError
 
 FORMAT = "acx-checkpoint"
@@ -48,13 +46,13 @@ class Progress:
 
 @dataclasses.dataclass
 class RunState:
-    """Everything one training run carries from update to update: built once, stepped by the loop,
-    saved in every checkpoint and restored on resume (the global RNGs are saved beside it)."""
+    """What a checkpoint of one run (one member of a cohort) holds: its network's and optimizers' state
+    dicts, where it is, and the RNG states it draws from."""
 
-    net: torch.nn.Module
-    optimizers: dict[str, Optimizer]  # acx.algo.optim (or torch.optim) optimizers by group
+    model: dict[str, torch.Tensor]
+    optimizers: dict[str, dict[str, Any]]  # torch.optim's layout, one per optimizer group
     progress: Progress
-    rng: Callable[[], dict[str, Any]] | None = None  # the RNG states to save, when not the process's
+    rng: dict[str, Any]
 
 
 def rng_state() -> dict[str, Any]:
@@ -204,17 +202,9 @@ def load_weights(net: torch.nn.Module, ckpt: dict[str, Any]) -> torch.nn.Module:
     return net
 
 
-def restore(state: RunState, ckpt: dict[str, Any]) -> None:
-    """Resume: the weights, the optimizer states, the progress and every RNG, as the checkpoint saved them."""
-    load_weights(state.net, ckpt)
-    if set(ckpt["optimizers"]) != set(state.optimizers):
-        raise CheckpointError(
-            f"{ckpt['path']} has optimizers {sorted(ckpt['optimizers'])}, the config builds {sorted(state.optimizers)}"
-        )
-    for name, opt in state.optimizers.items():
-        opt.load_state_dict(ckpt["optimizers"][name])
-    state.progress = Progress(**ckpt["meta"]["progress"])
-    set_rng_state(ckpt["rng"])
+def is_finite(model: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state dict is finite (a non-finite model is never saved as best)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.values() if t.is_floating_point())
 
 
 class CheckpointWriter:
@@ -231,14 +221,12 @@ class CheckpointWriter:
         self.last_saved = last_saved  # the newest whole checkpoint: named when a run fails
 
     def save(self, name: str, state: RunState, wall_seconds: float) -> Path:
-        """``name``: 'best', 'final' or 'step_<env steps>'; ``wall_seconds``: the run's wall time so far.
-        The RNG states saved are the process's, or ``state.rng()`` when the state has RNGs of its own
-        (a population member)."""
+        """``name``: 'best', 'final' or 'step_<env steps>'; ``wall_seconds``: the run's wall time so far."""
         progress = dataclasses.replace(state.progress, wall_seconds=wall_seconds)
         payload = {
-            "model": state.net.state_dict(),
-            "optimizers": {k: opt.state_dict() for k, opt in state.optimizers.items()},
-            "rng": state.rng() if state.rng is not None else rng_state(),
+            "model": state.model,
+            "optimizers": state.optimizers,
+            "rng": state.rng,
             "meta": {**self.static, "progress": dataclasses.asdict(progress), "kind": name.split("_")[0]},
         }
         path = save_checkpoint(self.folder / f"{name}.pt", payload)

@@ -11,7 +11,6 @@ import numpy as np
 from tqdm import tqdm
 
 from acx.run.checkpoint import Progress
-from acx.run.rollout import Rollout
 
 
 class Every:
@@ -46,11 +45,11 @@ class MetricsWindow:
             file=sys.stderr,
         )
 
-    def add(self, rollout: Rollout, progress: Progress) -> None:
+    def add(self, returns: list[float], lengths: list[int], progress: Progress) -> None:
         """A rollout's finished episodes; the bar moves to the run's env steps."""
-        self.recent.extend(rollout.episode_returns)
-        self.returns += rollout.episode_returns
-        self.lengths += rollout.episode_lengths
+        self.recent.extend(returns)
+        self.returns += returns
+        self.lengths += lengths
         self.bar.update(progress.env_steps - self.bar.n)
 
     def due(self, updates: int) -> bool:

@@ -1,8 +1,13 @@
-"""Rollout collection: step the vector env with the current policy into pre-allocated (T, N) storage.
+"""Rollout collection: step every member's envs with the current policies into pre-allocated (T, P, N)
+storage (P members, N envs each; a single run is a cohort of one).
 
 The schedule is the one place where the variants differ in *when* they learn: ``n_steps`` fixed
-(TD(0): k transitions from one env; n-step: T steps from N envs), or ``n_steps=None``: until the
-episode ends (Monte-Carlo; one env).
+(TD(0): k transitions from one env; n-step and PPO: T steps from N envs), or ``n_steps=None``: until
+the episode ends (Monte-Carlo; one env). With a fixed ``n_steps`` all members' rollouts end together;
+episodes end when they do, so a member's episodic rollout ends at its own step: ``collect`` returns
+when at least one member's rollout is complete, with those members only (``Rollout.rows``), their
+columns padded to the longest (padding rows are invalid and terminal), and the other members go on
+with their episodes.
 
 Vector envs use Gymnasium's next-step autoreset: the observation returned with ``done`` is the real
 final observation, and the *following* step of that env only resets it (its action is ignored). So
@@ -17,24 +22,23 @@ on) reports them in ``info['learning_reward']`` and ``info['learning_terminated'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from acx.algo.networks import ActorCritic
+from acx.algo.update import Batch, Learner
 
 
 @dataclass
 class Rollout:
-    """One batch of (T, N) transitions; ``valid`` is False on autoreset steps.
+    """The (T, P', N) transitions of the members ``rows``; ``valid`` is False on autoreset steps and
+    padding. The tensors are views into the collector's storage (or, for an episodic rollout, a copy
+    of some of its columns): they hold until the next ``collect()``."""
 
-    The tensors are views into the collector's pre-allocated storage: they hold until the next
-    ``collect()`` (no allocation per rollout).
-    """
-
+    rows: list[int]
     obs: Tensor
     actions: Tensor
     rewards: Tensor
@@ -43,57 +47,69 @@ class Rollout:
     valid: Tensor
     values: Tensor
     next_values: Tensor
-    episode_returns: list[float]
-    episode_lengths: list[int]
-    episode_envs: list[int]  # the env index of each finished episode (a population's env i is member i // N)
+    episodes: list[tuple[list[float], list[int]]]  # per member of ``rows``: the returns and lengths that ended
     log_probs: Tensor | None = None  # log pi(a_t|s_t) of the policy that acted, when the loss needs it (PPO)
 
-    @property
-    def num_transitions(self) -> int:
-        return int(self.valid.sum())
+    def transitions(self) -> list[int]:
+        """Each member's valid transitions."""
+        return self.valid.sum((0, 2)).tolist()
+
+    def batch(self, advantages: Tensor, returns: Tensor) -> Batch:
+        """The members' transitions as the learner reads them, (P', T * N, ...) each."""
+        by = Batch.by_member
+        log_probs = by(self.log_probs) if self.log_probs is not None else None
+        return Batch(by(self.obs), by(self.actions), by(advantages), by(returns), by(self.values), log_probs,
+                     by(self.valid))  # fmt: skip
 
 
 class RolloutCollector:
-    """Keeps the vector env's state between rollouts and fills storage for each one."""
+    """Keeps the envs' state between rollouts (per env column: the last observation, whether its next
+    step is an autoreset, the running episode's return and length) and fills storage for each one."""
 
     def __init__(
         self,
         envs,
-        net: ActorCritic,
+        learner: Learner,
+        members: int,
         n_steps: int | None,
         device: torch.device,
         env_actions: Callable[[np.ndarray], np.ndarray] = lambda a: a,
-        initial_capacity: int = 512,
         store_log_probs: bool = False,
+        initial_capacity: int = 512,
     ):
-        self.envs, self.net, self.n_steps, self.device = envs, net, n_steps, device
+        self.envs, self.learner, self.n_steps, self.device = envs, learner, n_steps, device
         self.store_log_probs = store_log_probs  # PPO's ratio needs log pi_old(a|s); A2C's loss does not
         self.env_actions = env_actions
-        self.num_envs = envs.num_envs
+        self.members = members
+        self.num_envs = envs.num_envs // members  # N per member
         obs, _ = envs.reset()
         self.obs = obs
-        self.autoreset = np.zeros(self.num_envs, dtype=bool)
-        self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
-        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
-        capacity = n_steps if n_steps is not None else initial_capacity
-        self._alloc(capacity)
+        columns = envs.num_envs
+        self.autoreset = np.zeros(columns, dtype=bool)
+        self.ep_return = np.zeros(columns, dtype=np.float64)
+        self.ep_length = np.zeros(columns, dtype=np.int64)
+        self.t = np.zeros(members, dtype=np.int64)  # episodic: each member's next row
+        self.step_t = 0  # a fixed n_steps: every member's next row
+        self._alloc(n_steps if n_steps is not None else initial_capacity)
 
     def _alloc(self, capacity: int) -> None:
-        n, dev = self.num_envs, self.device
+        """Storage for ``capacity`` steps of every env column (member k's envs are columns k*N..k*N+N-1);
+        a rollout reads it as (T, P, N, ...) views."""
+        c, dev = self.members * self.num_envs, self.device
         space = self.envs.single_action_space
-        obs_shape = self.envs.single_observation_space.shape
-        obs_dtype = torch.uint8 if self.envs.single_observation_space.dtype == np.uint8 else torch.float32
+        obs_space = self.envs.single_observation_space
+        obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
         act_shape = space.shape if space.shape else ()
         act_dtype = torch.float32 if np.issubdtype(space.dtype, np.floating) else torch.long
         self.capacity = capacity
-        self.buf_obs = torch.zeros((capacity, n, *obs_shape), dtype=obs_dtype, device=dev)
-        self.buf_actions = torch.zeros((capacity, n, *act_shape), dtype=act_dtype, device=dev)
-        self.buf_values = torch.zeros((capacity + 1, n), device=dev)
-        self.buf_rewards = np.zeros((capacity, n), dtype=np.float32)
-        self.buf_terminated = np.zeros((capacity, n), dtype=bool)
-        self.buf_done = np.zeros((capacity, n), dtype=bool)
-        self.buf_valid = np.zeros((capacity, n), dtype=bool)
-        self.buf_log_probs = torch.zeros((capacity, n), device=dev) if self.store_log_probs else None
+        self.buf_obs = torch.zeros((capacity, c, *obs_space.shape), dtype=obs_dtype, device=dev)
+        self.buf_actions = torch.zeros((capacity, c, *act_shape), dtype=act_dtype, device=dev)
+        self.buf_values = torch.zeros((capacity + 1, c), device=dev)
+        self.buf_rewards = np.zeros((capacity, c), dtype=np.float32)
+        self.buf_terminated = np.zeros((capacity, c), dtype=bool)
+        self.buf_done = np.zeros((capacity, c), dtype=bool)
+        self.buf_valid = np.zeros((capacity, c), dtype=bool)
+        self.buf_log_probs = torch.zeros((capacity, c), device=dev) if self.store_log_probs else None
         # one view per time step: row.copy_(x) costs a third of buf[t] = x, whose indexing runs per step
         self.obs_rows, self.action_rows = self.buf_obs.unbind(0), self.buf_actions.unbind(0)
         self.value_rows = self.buf_values.unbind(0)
@@ -101,85 +117,162 @@ class RolloutCollector:
 
     BUFFERS = ("buf_obs", "buf_actions", "buf_values", "buf_rewards", "buf_terminated", "buf_done", "buf_valid")
 
+    def _buffers(self) -> tuple[str, ...]:
+        return (*self.BUFFERS, "buf_log_probs") if self.store_log_probs else self.BUFFERS
+
     def _grow(self) -> None:
         """Double the storage (episodic rollouts only: an episode longer than the buffer)."""
-        names = (*self.BUFFERS, "buf_log_probs") if self.store_log_probs else self.BUFFERS
-        old = [getattr(self, name) for name in names]
+        old = [getattr(self, name) for name in self._buffers()]
         self._alloc(self.capacity * 2)
-        for name, prev in zip(names, old, strict=True):
+        for name, prev in zip(self._buffers(), old, strict=True):
             getattr(self, name)[: len(prev)] = prev
 
+    @property
+    def lockstep(self) -> bool:
+        return self.n_steps is not None
+
     def collect(self) -> Rollout:
-        """Step the envs until the schedule says stop; return the rollout and finished episodes."""
-        returns: list[float] = []
-        lengths: list[int] = []
-        finished: list[int] = []
-        t = 0
+        """Step the envs until a member's rollout is complete; return the complete ones."""
+        p, n = self.members, self.num_envs
+        episodes: list[tuple[list[float], list[int]]] = [([], []) for _ in range(p)]
         while True:
-            if t == self.capacity:
-                self._grow()
-            obs_t = self.obs_rows[t].copy_(torch.from_numpy(self.obs))  # the policy reads the stored row
-            with torch.inference_mode():
-                if self.store_log_probs:  # the policy that acts is the "old" one of PPO's ratio
-                    pi, value = self.net(obs_t)
-                    action = self.net.policy_head.sample(pi)  # what net.act does, keeping pi
-                    self.log_prob_rows[t].copy_(self.net.policy_head.log_prob(pi, action))
-                else:
-                    action, value = self.net.act(obs_t)
-            self.action_rows[t].copy_(action)
-            self.value_rows[t].copy_(value)
+            if self.lockstep:  # every member at the same row: row views, the fastest copies
+                t = self.step_t
+                obs_t = self.obs_rows[t].copy_(torch.from_numpy(self.obs))  # the policy reads the stored row
+                action, value, log_prob = self.learner.act(obs_t, self.store_log_probs)
+                self.action_rows[t].copy_(action)
+                self.value_rows[t].copy_(value)
+                if self.store_log_probs:
+                    self.log_prob_rows[t].copy_(log_prob)
+                at = t
+            else:  # each member at its own row (one env each)
+                if int(self.t.max()) == self.capacity:
+                    self._grow()
+                rows = torch.from_numpy(self.t).to(self.device)
+                cols = torch.arange(p, device=self.device)
+                obs = torch.from_numpy(self.obs).to(self.device)
+                self.buf_obs[rows, cols] = obs
+                action, value, log_prob = self.learner.act(obs, self.store_log_probs)
+                self.buf_actions[rows, cols] = action
+                self.buf_values[rows, cols] = value
+                if self.store_log_probs:
+                    self.buf_log_probs[rows, cols] = log_prob
+                at = (self.t, np.arange(p))
             action_np = action.cpu().numpy()
             self.obs, reward, terminated, truncated, info = self.envs.step(self.env_actions(action_np))
             done = terminated | truncated  # the real episode's end: resets, returns and lengths follow it
             # the learner's view where an env reports one (Atari: clipped rewards, a lost life as terminal)
             learning_terminated = info.get("learning_terminated", terminated)
             valid = ~self.autoreset
-            self.buf_rewards[t] = info.get("learning_reward", reward)
-            self.buf_terminated[t] = learning_terminated
-            self.buf_done[t] = done | learning_terminated
-            self.buf_valid[t] = valid
+            self.buf_rewards[at] = info.get("learning_reward", reward)
+            self.buf_terminated[at] = learning_terminated
+            self.buf_done[at] = done | learning_terminated
+            self.buf_valid[at] = valid
             self.ep_return += reward * valid
             self.ep_length += valid
+            ended = None
             if done.any():  # most steps end no episode: skip the bookkeeping's NumPy calls
-                for i in np.flatnonzero(done & valid):
-                    returns.append(float(self.ep_return[i]))
-                    lengths.append(int(self.ep_length[i]))
-                    finished.append(int(i))
+                ended = done & valid
+                for i in np.flatnonzero(ended):
+                    episodes[i // n][0].append(float(self.ep_return[i]))
+                    episodes[i // n][1].append(int(self.ep_length[i]))
                 self.ep_return[done] = 0.0
                 self.ep_length[done] = 0
             self.autoreset = done
-            t += 1
-            if self.n_steps is None:
-                if done[0] and valid[0]:
-                    break
-            elif t == self.n_steps:
-                break
-        with torch.inference_mode():
-            self.buf_values[t] = self.net.value(torch.as_tensor(self.obs, device=self.device))
-        dev = self.device
-        return Rollout(
-            obs=self.buf_obs[:t],
-            actions=self.buf_actions[:t],
-            rewards=torch.as_tensor(self.buf_rewards[:t], device=dev),
-            terminated=torch.as_tensor(self.buf_terminated[:t], device=dev),
-            done=torch.as_tensor(self.buf_done[:t], device=dev),
-            valid=torch.as_tensor(self.buf_valid[:t], device=dev),
-            values=self.buf_values[:t],
-            next_values=self.buf_values[1 : t + 1],
-            episode_returns=returns,
-            episode_lengths=lengths,
-            episode_envs=finished,
-            log_probs=self.buf_log_probs[:t] if self.store_log_probs else None,
-        )
+            if self.lockstep:
+                self.step_t += 1
+                if self.step_t == self.n_steps:
+                    return self._complete(list(range(p)), episodes)
+            else:
+                self.t += 1
+                if ended is not None and ended.any():
+                    return self._complete(np.flatnonzero(ended).tolist(), episodes)
 
-    def keep_envs(self, index: np.ndarray, envs) -> None:
-        """Go on with only the envs at ``index`` of the old ones, now stepped as ``envs`` (a population
-        drops the envs of members that stopped); their episodes continue where they were."""
-        self.envs, self.num_envs = envs, len(index)
-        self.obs = self.obs[index]
-        self.autoreset, self.ep_return, self.ep_length = (
-            self.autoreset[index],
-            self.ep_return[index],
-            self.ep_length[index],
+    def _complete(self, rows: list[int], episodes: list) -> Rollout:
+        """The rollouts of the members ``rows``, bootstrapped from the observation after their last step;
+        their next rollout starts at row 0."""
+        p, n, dev = self.members, self.num_envs, self.device
+        obs = torch.from_numpy(self.obs).to(dev)
+        if self.lockstep:
+            steps = self.step_t
+            self.buf_values[steps] = self.learner.value(obs)
+            self.step_t = 0
+            return Rollout(
+                rows=rows,
+                obs=self.buf_obs[:steps].view(steps, p, n, *self.buf_obs.shape[2:]),
+                actions=self.buf_actions[:steps].view(steps, p, n, *self.buf_actions.shape[2:]),
+                rewards=torch.as_tensor(self.buf_rewards[:steps], device=dev).view(steps, p, n),
+                terminated=torch.as_tensor(self.buf_terminated[:steps], device=dev).view(steps, p, n),
+                done=torch.as_tensor(self.buf_done[:steps], device=dev).view(steps, p, n),
+                valid=torch.as_tensor(self.buf_valid[:steps], device=dev).view(steps, p, n),
+                values=self.buf_values[:steps].view(steps, p, n),
+                next_values=self.buf_values[1 : steps + 1].view(steps, p, n),
+                episodes=episodes,
+                log_probs=self.buf_log_probs[:steps].view(steps, p, n) if self.store_log_probs else None,
+            )
+        # episodic: the members whose episodes ended, their columns up to the longest, each bootstrapped at its end
+        index = torch.tensor(rows, device=dev)
+        lengths = self.t[rows].copy()
+        steps = int(lengths.max())
+        bootstrap = self.learner.value(obs)[index]
+        values = self.buf_values[: steps + 1, index].clone()
+        values[torch.from_numpy(lengths).to(dev), torch.arange(len(rows), device=dev)] = bootstrap
+        out = Rollout(
+            rows=rows,
+            obs=self.buf_obs[:steps, index].unsqueeze(2),
+            actions=self.buf_actions[:steps, index].unsqueeze(2),
+            rewards=torch.as_tensor(self.buf_rewards[:steps, rows], device=dev).unsqueeze(2),
+            terminated=torch.as_tensor(self.buf_terminated[:steps, rows], device=dev).unsqueeze(2),
+            done=torch.as_tensor(self.buf_done[:steps, rows], device=dev).unsqueeze(2),
+            valid=torch.as_tensor(self.buf_valid[:steps, rows], device=dev).unsqueeze(2),
+            values=values[:steps].unsqueeze(2),
+            next_values=values[1 : steps + 1].unsqueeze(2),
+            episodes=[episodes[r] for r in rows],
+            log_probs=self.buf_log_probs[:steps, index].unsqueeze(2) if self.store_log_probs else None,
         )
+        self.t[rows] = 0
+        return self._padded(out, lengths)
+
+    def _padded(self, out: Rollout, lengths: np.ndarray) -> Rollout:
+        """Rows at and past each member's length are padding: invalid, terminal, no reward, so no
+        return flows back across them (the bootstrap at a member's length is its next value)."""
+        steps = out.rewards.shape[0]
+        pad = torch.arange(steps, device=self.device)[:, None] >= torch.from_numpy(lengths).to(self.device)[None, :]
+        if not bool(pad.any()):
+            return out
+        pad = pad.unsqueeze(-1)
+        out.valid = out.valid & ~pad
+        out.done, out.terminated = out.done | pad, out.terminated | pad
+        out.rewards = out.rewards.masked_fill(pad, 0.0)
+        out.values = out.values.masked_fill(pad, 0.0)
+        return out
+
+    def regroup(self, rows: Sequence[int | None], envs, joining_obs: Sequence[np.ndarray] = ()) -> None:
+        """Go on with the members ``rows`` (old row numbers; None: the next of ``joining_obs``, a member
+        that joins with its envs' first observations), now stepped as ``envs``: the others' episodes
+        (and, episodic, their partial rollouts) continue where they were."""
+        n = self.num_envs
+        new_obs = iter(joining_obs)
+        obs, autoreset, ep_return, ep_length = [], [], [], []
+        for r in rows:
+            if r is None:
+                obs.append(next(new_obs))
+                autoreset.append(np.zeros(n, dtype=bool))
+                ep_return.append(np.zeros(n))
+                ep_length.append(np.zeros(n, dtype=np.int64))
+            else:
+                cols = slice(r * n, (r + 1) * n)
+                for dest, src in ((obs, self.obs), (autoreset, self.autoreset), (ep_return, self.ep_return),
+                                  (ep_length, self.ep_length)):  # fmt: skip
+                    dest.append(src[cols])
+        self.obs, self.autoreset = np.concatenate(obs), np.concatenate(autoreset)
+        self.ep_return, self.ep_length = np.concatenate(ep_return), np.concatenate(ep_length)
+        self.t = np.array([self.t[r] if r is not None else 0 for r in rows], dtype=np.int64)
+        old = {name: getattr(self, name) for name in self._buffers()}
+        self.envs, self.members = envs, len(rows)
         self._alloc(self.capacity)
+        if not self.lockstep:  # the members that stay keep their episodes so far
+            for j, r in enumerate(rows):
+                if r is not None:
+                    for name, prev in old.items():
+                        getattr(self, name)[:, j] = prev[:, r]

@@ -238,7 +238,7 @@ class TrialReporter:
 
 def trial_reporter(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> Callable[[int, float], None] | None:
     """The reporter of this job's trial when it runs inside an acx Optuna search, else None.
-    ``hydra_cfg``: the job's ``hydra`` node (a population member's); default: this process's."""
+    ``hydra_cfg``: the job's ``hydra`` node (a cohort member's); default: this process's."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 

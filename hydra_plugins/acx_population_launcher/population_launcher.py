@@ -1,18 +1,21 @@
-"""``hydra/launcher=population``: the jobs of a multirun that differ only in their seed and scalar
-hyperparameters train as one population in one process (``acx.run.population``), with stacked networks.
+"""``hydra/launcher=population``: the jobs of a multirun that may share a cohort (they differ only in
+their seed and scalar hyperparameters, ``acx.sweep.grouping``) train together in one process, with
+stacked networks (``acx.run.cohort``): every variant (episodic, TD(0), n-step, PPO), every network
+(MLP, CNN, a user's own), and runs that resume.
 
 The launcher composes every job's config and writes its job folder as Hydra's own launchers do
 (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), groups the jobs by what changes the
-shape of the computation (``acx.run.population.group_key``), and trains each group, split into at most
-``max_members`` members and into ``n_jobs`` groups when there are fewer, in ``n_jobs`` processes side
-by side. A job that cannot join a population (a resume, the episodic variant, a CNN) runs on its own,
-as the basic launcher runs it, after one line saying why. Each job returns its value
-(``optimized_metric``) to the sweeper, so an Optuna batch trains as one population.
+shape of the computation (``group_key``), cuts the groups into parts until ``n_jobs`` processes have
+work, and trains each part as one cohort of up to ``max_members`` slots: when a member leaves (solved,
+its budget spent, non-finite or pruned), the part's next job takes its slot. A job that cannot share a
+cohort (``why_alone``: ``hydra.job.chdir``, a torch.optim optimizer) is a part of its own; the parts
+run side by side in ``n_jobs`` processes, never one after another in the launcher's. Each job returns
+its value (``optimized_metric``) to the sweeper, so an Optuna batch trains as one cohort.
 
-``backend`` says where the populations train: ``local`` (processes on this machine), ``slurm`` (each
-population one task of a SLURM job array, submitted with submitit's ``SlurmExecutor``) or ``ray`` (each
-population one Ray task, on a local instance or a cluster). So a sweep of thousands of seeds trains
-as populations on many machines. Jobs that run on their own run where acx runs, as with ``local``.
+``backend`` says where the parts train: ``local`` (processes on this machine), ``slurm`` (each part
+one task of a SLURM job array, submitted with submitit's ``SlurmExecutor``) or ``ray`` (each part one
+Ray task, on a local instance or a cluster). So a sweep of thousands of seeds trains as cohorts on
+many machines.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, _save_config, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, _save_config, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -53,7 +56,7 @@ class SweepConfigs:
     def _member(self, override) -> bool:
         from hydra.core.override_parser.types import OverrideType
 
-        from acx.run.population import MEMBER_KEYS
+        from acx.sweep.grouping import MEMBER_KEYS
 
         return (
             override.type == OverrideType.CHANGE
@@ -90,7 +93,7 @@ class SweepConfigs:
 
 
 class PopulationLauncher(Launcher):
-    """Launch a batch of jobs as populations; ``n_jobs`` processes (-1: one per core) run them."""
+    """Launch a batch of jobs as cohorts; ``n_jobs`` processes (-1: one per core) run them."""
 
     def __init__(
         self,
@@ -123,8 +126,19 @@ class PopulationLauncher(Launcher):
 
     def _prepare(self, config: DictConfig) -> tuple[JobReturn, dict[str, Any]]:
         """What Hydra's ``run_job`` does before it calls the task: the job's output dir, its Hydra
-        config, and the ``.hydra`` files; returns the job's return (to fill in) and its resolved config."""
+        config, and the ``.hydra`` files; returns the job's return (to fill in) and its resolved config.
+        A job with ``resume=`` continues its run in that run's own folder, with its own config
+        (``resumed_config``), and leaves the run's ``.hydra`` files as they are."""
+        from acx.sweep.refill import resumed_config
+
         HydraConfig.instance().set_config(config)
+        if config.get("resume"):
+            task = [o for o in OmegaConf.to_container(config.hydra.overrides.task)]
+            resolved = resumed_config(str(config.resume), task)
+            ret = JobReturn()
+            ret.cfg, ret.hydra_cfg = OmegaConf.create(resolved), copy.deepcopy(HydraConfig.instance().cfg)
+            ret.overrides, ret.working_dir, ret.task_name = task, os.getcwd(), config.hydra.job.name
+            return ret, resolved
         output_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
             config.hydra.runtime.output_dir = str(output_dir.absolute())
@@ -147,31 +161,32 @@ class PopulationLauncher(Launcher):
         return ret, resolved
 
     def _run_remote(self, args: list[tuple], sweep_dir: Path) -> list[list[Any]]:
-        """Each population's ``run_group`` as a SLURM array task or a Ray task; their results in order."""
-        from acx.run.population import run_group
+        """Each part's ``run_part`` as a SLURM array task or a Ray task; their results in order."""
+        from acx.sweep.refill import run_part
 
         if self.backend == "slurm":
             import submitit
 
             executor = submitit.SlurmExecutor(folder=str(sweep_dir.absolute() / ".submitit" / "%j"))
             executor.update_parameters(**{k: v for k, v in self.slurm.items() if v is not None})
-            jobs = executor.map_array(run_group, *zip(*args, strict=True))
-            log.info(f"Population launcher: {len(jobs)} populations as SLURM job array {jobs[0].job_id.split('_')[0]}")
+            jobs = executor.map_array(run_part, *zip(*args, strict=True))
+            log.info(f"Population launcher: {len(jobs)} cohorts as SLURM job array {jobs[0].job_id.split('_')[0]}")
             return [job.result() for job in jobs]
         import ray
 
         from hydra_plugins.acx_ray_launcher.ray_launcher import connect
 
         connect(self.ray.get("address"), self.ray.get("init") or {})
-        remote = ray.remote(run_group).options(**(self.ray.get("remote") or {}))
-        log.info(f"Population launcher: {len(args)} populations as Ray tasks")
+        remote = ray.remote(run_part).options(**(self.ray.get("remote") or {}))
+        log.info(f"Population launcher: {len(args)} cohorts as Ray tasks")
         return ray.get([remote.remote(*a) for a in args])
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from acx.analysis.runs import objective_value
         from acx.errors import AcxError
-        from acx.run.population import group_key, plan_groups, run_group, why_alone
         from acx.run.signals import Interrupted
+        from acx.sweep.grouping import group_key, plan_parts, processes, slots, why_alone
+        from acx.sweep.refill import run_part
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         setup_globals()
@@ -179,48 +194,52 @@ class PopulationLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         original_hydra_cfg = HydraConfig.instance().cfg
         configs = [self._compose(initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
-        alone, together = [], []
+        keys: list[str | None] = []
         for i, config in enumerate(configs):
             why = why_alone(config)
-            (alone if why else together).append(i)
+            keys.append(None if why else "")
             if why:
-                log.info(
-                    f"#{initial_job_idx + i} runs on its own ({why}): {' '.join(filter_overrides(job_overrides[i]))}"
-                )
-        prepared = {i: self._prepare(configs[i]) for i in together}
+                log.info(f"#{initial_job_idx + i} trains in a cohort of its own ({why}): "
+                         f"{' '.join(filter_overrides(job_overrides[i]))}")  # fmt: skip
+        prepared = [self._prepare(config) for config in configs]
         HydraConfig.instance().cfg = original_hydra_cfg
-        keys = [group_key(prepared[i][1]) for i in together]
-        # populations at once: -1 is one per core here, and on a cluster no split beyond max_members
-        n_jobs = self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1) if self.backend == "local" else 1
-        groups = [[together[j] for j in g] for g in plan_groups(keys, self.max_members, n_jobs)]
-        sizes = ", ".join(str(len(g)) for g in groups)
+        keys = [group_key(prepared[i][1]) if key is not None else None for i, key in enumerate(keys)]
+        # processes at once: -1 is one per core here, refilling each cohort's slots from its part; on a
+        # cluster each part is a task of its own: -1 cuts the groups into parts of max_members jobs
+        if self.backend == "local":
+            n_jobs = processes(self.n_jobs, os.cpu_count())
+            parts = plan_parts(keys, n_jobs)
+        else:
+            n_jobs = max(self.n_jobs, 1)
+            parts = plan_parts(keys, n_jobs, max_size=None if self.n_jobs > 0 else self.max_members)
+        sizes = ", ".join(f"{len(p)} jobs in {slots(p, self.max_members)} slots" for p in parts)
         log.info(
-            f"Population launcher: {len(together)} jobs in {len(groups)} populations ({sizes} members), "
-            f"{min(n_jobs, max(len(groups), 1))} at a time; sweep output dir: {sweep_dir}"
+            f"Population launcher: {len(configs)} jobs in {len(parts)} cohorts ({sizes}), "
+            f"{min(n_jobs, max(len(parts), 1))} at a time; sweep output dir: {sweep_dir}"
         )
         args = [
-            ([prepared[i][1] for i in g], [OmegaConf.to_container(prepared[i][0].hydra_cfg) for i in g], pos)
-            for pos, g in enumerate(groups)
-        ]
+            ([prepared[i][1] for i in part], [OmegaConf.to_container(prepared[i][0].hydra_cfg) for i in part], pos,
+             slots(part, self.max_members))
+            for pos, part in enumerate(parts)
+        ]  # fmt: skip
         outcomes: dict[int, Any] = {}
         try:
-            if self.backend != "local" and groups:
-                for g, result in zip(groups, self._run_remote(args, sweep_dir), strict=True):
-                    outcomes.update(zip(g, result, strict=True))
-            elif len(groups) <= 1 or n_jobs == 1:
-                for g, a in zip(groups, args, strict=True):
-                    outcomes.update(zip(g, run_group(*a), strict=True))
+            if self.backend != "local" and parts:
+                for part, result in zip(parts, self._run_remote(args, sweep_dir), strict=True):
+                    outcomes.update(zip(part, result, strict=True))
+            elif len(parts) <= 1 or n_jobs == 1:
+                for part, a in zip(parts, args, strict=True):
+                    outcomes.update(zip(part, run_part(*a), strict=True))
             else:
                 spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
-                with ProcessPoolExecutor(max_workers=min(n_jobs, len(groups)), mp_context=spawn) as pool:
-                    futures = [pool.submit(run_group, *a) for a in args]
-                    for g, future in zip(groups, futures, strict=True):
-                        outcomes.update(zip(g, future.result(), strict=True))
+                with ProcessPoolExecutor(max_workers=min(n_jobs, len(parts)), mp_context=spawn) as pool:
+                    futures = [pool.submit(run_part, *a) for a in args]
+                    for part, future in zip(parts, futures, strict=True):
+                        outcomes.update(zip(part, future.result(), strict=True))
         except Interrupted as exc:  # every member still training saved a checkpoint and said how to resume
             sys.exit(exc.exit_code)
-        returns: list[JobReturn | None] = [None] * len(configs)
-        for i in together:
-            ret, resolved = prepared[i]
+        returns: list[JobReturn] = []
+        for i, (ret, resolved) in enumerate(prepared):
             result = outcomes[i]
             if isinstance(result, BaseException):
                 ret.return_value, ret.status = result, JobStatus.FAILED
@@ -230,15 +249,5 @@ class PopulationLauncher(Launcher):
                 metric = resolved.get("optimized_metric", "best_eval_return")
                 ret.return_value = objective_value(metric, result, Path(resolved["paths"]["output_dir"]))
                 ret.status = JobStatus.COMPLETED
-            returns[i] = ret
-        for i in alone:  # as the basic launcher runs a job
-            HydraConfig.instance().set_config(configs[i])
-            returns[i] = run_job(
-                hydra_context=self.hydra_context,
-                config=configs[i],
-                task_function=self.task_function,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-        HydraConfig.instance().cfg = original_hydra_cfg
+            returns.append(ret)
         return returns
