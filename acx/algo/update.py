@@ -199,6 +199,7 @@ class Learner:
         self.old_inputs = getattr(loss_fn, "needs_old_log_probs", False)
         self.head = nets[0].policy_head
         self.reward_returns: Tensor | None = None  # normalize.reward: each env's discounted return so far
+        self._acting: list[int] | None = None
         self._tensors()
 
     # --- members ------------------------------------------------------------------------------------
@@ -302,14 +303,33 @@ class Learner:
             return self.stack.single.value(obs)
         return self.stack.batched.value(obs.view(self.members, -1, *obs.shape[1:])).flatten(0, 1)
 
+    @contextlib.contextmanager
+    def acting(self, rows: Sequence[int]):
+        """Within: ``action`` acts for the members ``rows`` only (their rows gathered once, for a whole
+        evaluation)."""
+        self._acting = list(rows)
+        with self._rows(rows) if self.members > 1 else contextlib.nullcontext():
+            try:
+                yield
+            finally:
+                self._acting = None
+
     @torch.inference_mode()
-    def action(self, obs: Tensor, rows: Sequence[int], deterministic: bool = True) -> Tensor:
-        """The actions of the members ``rows`` for their (P', N, ...) observations (evaluation)."""
-        pi = self._run(rows, "policy", obs)
+    def action(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        """The actions of the members ``acting`` for the observations of their env columns (evaluation)."""
+        rows = self._acting
+        if self.members == 1:
+            pi = self.stack.single.policy(obs)
+            if deterministic:
+                return self.head.mode(pi)
+            like = self.head.noise_like(pi)
+            draw = torch.rand if self.head.NOISE == "uniform" else torch.randn
+            return self.head.sample(pi, draw(like.shape, generator=self.generators[0], dtype=like.dtype))
+        pi = self.stack.batched.policy(obs.view(len(rows), -1, *obs.shape[1:]))
         if deterministic:
-            return self.head.mode(pi)
+            return self.head.mode(pi).flatten(0, 1)
         generators = [self.generators[r] for r in rows]
-        return self.head.sample(pi, draw_noise(self.head.NOISE, self.head.noise_like(pi), generators))
+        return self.head.sample(pi, draw_noise(self.head.NOISE, self.head.noise_like(pi), generators)).flatten(0, 1)
 
     # --- targets ------------------------------------------------------------------------------------
 

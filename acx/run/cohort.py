@@ -362,9 +362,11 @@ class Cohort:
                     m.result = exc
 
     def play(self, rows: list[int], envs: list[Any], seeds: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One episode in each env of ``envs[i]`` (member ``rows[i]``'s), all played at once."""
         deterministic = self.members[rows[0]].evaluator.deterministic
-        return play_together(lambda obs: self.learner.action(obs, rows, deterministic), envs, seeds, self.device,
-                             self.factory.env_actions)  # fmt: skip
+        with self.learner.acting(rows):
+            return play_together(lambda obs: self.learner.action(obs, deterministic), envs, seeds, self.device,
+                                 self.factory.env_actions, make=self.factory.make_vector)  # fmt: skip
 
     def evaluate(self, rows: list[int]) -> list[float]:
         """One evaluation of each member at ``rows``, their episodes played at once, each recorded as

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from acx.algo.networks import ActorCritic
+from acx.envs.join import JoinedEnvs
 from acx.run.checkpoint import CheckpointWriter, RunState, is_finite
 from acx.run.loggers import LoggerGroup
 from acx.run.record import Every
@@ -30,24 +31,29 @@ def play_together(
     seeds: Sequence[int],
     device: torch.device,
     env_actions=lambda a: a,
+    make: Callable[[int], gym.vector.VectorEnv] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """One episode in each sub-env of each of ``envs`` (one vector env per member, all of N envs), all
-    played at once: ``act`` maps (P', N, ...) observations to (P', N, ...) actions. Returns per member
-    its episodes' returns and lengths."""
+    played at once, the envs stepped as one (``JoinedEnvs``; ``make``: their factory's ``make_vector``):
+    ``act`` maps the (P' x N, ...) observations to actions. Returns per member its episodes' returns
+    and lengths."""
     members, n = len(envs), envs[0].num_envs
-    obs = np.stack([e.reset(seed=s)[0] for e, s in zip(envs, seeds, strict=True)])
-    returns = np.zeros((members, n))
-    lengths = np.zeros((members, n), dtype=np.int64)
-    running = np.ones((members, n), dtype=bool)
-    while running.any():
-        actions = act(torch.as_tensor(obs, device=device)).cpu().numpy()
-        steps = [e.step(env_actions(a)) for e, a in zip(envs, actions, strict=True)]
-        obs = np.stack([s[0] for s in steps])
-        reward, terminated, truncated = (np.stack([s[i] for s in steps]) for i in (1, 2, 3))
-        returns += reward * running
-        lengths += running
-        running &= ~(terminated | truncated)
-    return list(zip(returns, lengths, strict=True))
+    obs = np.concatenate([e.reset(seed=s)[0] for e, s in zip(envs, seeds, strict=True)])
+    joined = JoinedEnvs(envs, make)  # after the resets: a native joined env takes their state
+    returns = np.zeros(members * n)
+    lengths = np.zeros(members * n, dtype=np.int64)
+    running = np.ones(members * n, dtype=bool)
+    try:
+        while running.any():
+            actions = act(torch.as_tensor(obs, device=device)).cpu().numpy()
+            obs, reward, terminated, truncated, _ = joined.step(env_actions(actions))
+            returns += reward * running
+            lengths += running
+            running &= ~(terminated | truncated)
+    finally:
+        joined.detach()
+        joined.close()
+    return list(zip(returns.reshape(members, n), lengths.reshape(members, n), strict=True))
 
 
 @torch.inference_mode()
@@ -64,8 +70,7 @@ def evaluate_vector(
     net.eval()
     try:
         ((returns, lengths),) = play_together(
-            lambda obs: net.action(obs[0], deterministic=deterministic).unsqueeze(0), [envs], [seed], device,
-            env_actions,
+            lambda obs: net.action(obs, deterministic=deterministic), [envs], [seed], device, env_actions,
         )  # fmt: skip
     finally:
         net.train(was_training)
