@@ -93,20 +93,25 @@ def ceiling_env(args: argparse.Namespace) -> dict:
 def ceiling_collect(args: argparse.Namespace) -> dict:
     """acx's rollout collection alone (env + policy inference, no learning) with the default network."""
     import torch
+    from hydra import compose, initialize_config_dir
 
     from acx.algo.networks import mlp_actor_critic
     from acx.envs.factory import GymEnvFactory
+    from acx.run.build import build_learner
     from acx.run.rollout import RolloutCollector
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     factory = GymEnvFactory("CartPole-v1")
     net = mlp_actor_critic(factory.observation_space, factory.action_space)
-    collector = RolloutCollector(factory.make_vector(args.envs, seed=0), net, 5, torch.device("cpu"))
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["algo=nstep"])
+    learner = build_learner([cfg], [net], [torch.Generator().manual_seed(0)])
+    collector = RolloutCollector(factory.make_vector(args.envs, seed=0), learner, 1, 5, torch.device("cpu"))
     rollouts = args.steps // (5 * args.envs)
     collector.collect()  # warm-up
     start = time.perf_counter()
-    steps = sum(collector.collect().num_transitions for _ in range(rollouts))
+    steps = sum(collector.collect().transitions()[0] for _ in range(rollouts))
     seconds = time.perf_counter() - start
     return {"env_steps": steps, "train_seconds": seconds, "steps_per_s": steps / seconds}
 

@@ -7,8 +7,7 @@ Each env is one real `acx train -m hydra/launcher=population` command over the t
 the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
 the tuned defaults of conf/tuned/ for the envs in TUNED, the same seeds and budget
 (`--tuned-only`: train just those, and rewrite the doc with the other sweeps as they are). The
-population launcher trains td0 and nstep as populations; episodic cannot join one (each member's
-episodes end at different steps), so its jobs run on their own, one process per core. Runs stop
+population launcher trains every variant's seeds as cohorts, one per core. Runs stop
 early when they solve (the default eval_threshold stop rule); Pendulum has no registered threshold,
 so it is given -200.
 The seeds are 0..S-1; nothing in acx was tuned on them (conf/tuned/ was searched on seeds 100 and up).
@@ -81,7 +80,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         f"Written by `make learning` (`bench/learning.py`) on {datetime.date.today()}, {os.cpu_count()} CPU cores. "
         f"{seeds} seeds per cell (0..{seeds - 1}, never tuned on), the plain presets: "
         "`acx train -m hydra/launcher=population env=<env> algo=episodic,td0,nstep 'seed=range(0,10)' "
-        "total_steps=<budget> '~tuned'`. td0 and nstep train as populations; episodic jobs run on their own. "
+        "total_steps=<budget> '~tuned'`. Each variant's seeds train as cohorts, one per core. "
         "A run stops when an evaluation (10 deterministic episodes) reaches the threshold and 50 more episodes "
         "confirm it.",
         "",

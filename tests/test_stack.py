@@ -12,7 +12,7 @@ from torch import nn
 
 from acx.algo.networks import cnn_actor_critic, mlp_actor_critic
 from acx.algo.normalize import ObsNormalizer, RewardNormalizer
-from acx.algo.stack import Stack, Vmapped
+from acx.algo.stack import BatchedConv2d, BatchedLinear, Stack, Vmapped
 
 BOX4 = gym.spaces.Box(-1, 1, (4,), np.float32)
 ACTIONS = {"discrete": gym.spaces.Discrete(3), "box": gym.spaces.Box(-2, 2, (2,), np.float32)}
@@ -88,16 +88,26 @@ def test_a_cohort_of_one_runs_the_plain_module_on_the_stacked_tensors():
     assert torch.allclose(stack.single(obs)[1], net(obs)[1] + 1.0)
 
 
-def test_the_nature_cnn_stacks_with_a_grouped_convolution():
+@pytest.mark.parametrize("grouped", [False, True], ids=["a-convolution-per-member", "one-grouped-convolution"])
+def test_the_nature_cnn_stacks_with_batched_convolutions(grouped, monkeypatch):
+    monkeypatch.setattr(BatchedConv2d, "grouped", grouped)
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     nets = []
     for seed in range(2):
         torch.manual_seed(seed)
         nets.append(cnn_actor_critic(space, gym.spaces.Discrete(6)))
     stack = Stack(nets)
-    assert "BatchedConv2d" in {type(m).__name__ for m in stack.batched.modules()}
+    kinds = {type(m).__name__ for m in stack.batched.modules()}
+    assert {"BatchedConv2d", "BatchedLinear"} <= kinds and "Vmapped" not in kinds
+    assert any(m.loop for m in stack.batched.modules() if isinstance(m, BatchedLinear))  # the 3136 x 512 layer
     frames = torch.randint(0, 255, (2, 3, 4, 84, 84), dtype=torch.uint8)
-    check_rows(stack.batched(frames), [net(frames[k]) for k, net in enumerate(nets)], rtol=1e-4, atol=1e-5)
+    out = stack.batched(frames)
+    check_rows(out, [net(frames[k]) for k, net in enumerate(nets)], rtol=1e-4, atol=1e-5)
+    sum(t.sum() for t in flat(out)).backward()
+    for k, net in enumerate(nets):
+        sum(t.sum() for t in flat(net(frames[k]))).backward()
+        for name, param in net.named_parameters():
+            torch.testing.assert_close(stack.tensors[name].grad[k], param.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
 class PositiveDims(nn.Module):

@@ -9,8 +9,9 @@ of its own:
   it as the plain module, at the plain module's cost; ``gather_grads`` hands its gradients to the
   stacked tensors;
 - ``batched``: the module on inputs with the member dim in front, (P, B, ...) -> (P, B, ...). Leaves
-  with a batched kernel are replaced by it: ``nn.Linear`` by one ``baddbmm``, ``nn.Conv2d`` by one
-  grouped convolution, ``nn.LayerNorm`` and ``nn.Flatten`` by their member-dim forms. Elementwise
+  with a batched kernel are replaced by it: a small ``nn.Linear`` by one ``baddbmm`` (a large one, and
+  ``nn.Conv2d``, by one call per member: faster on CPU than a batched product or a grouped
+  convolution), ``nn.LayerNorm`` and ``nn.Flatten`` by their member-dim forms. Elementwise
   leaves (activations) run as they are. A module whose class says ``stacks_by_broadcast = True``
   (acx's networks, heads and normalisers) runs its own forward, its own tensors bound to the stacked
   ones: it broadcasts them against the batch dims so that a member dim in front passes through. Any
@@ -199,10 +200,15 @@ class _Leaf(nn.Module):
 
 
 class BatchedLinear(_Leaf):
-    """P Linear layers as one ``baddbmm``: (P, ..., in) -> (P, ..., out)."""
+    """P Linear layers: (P, ..., in) -> (P, ..., out). Small ones (in x out below ``LOOP_ABOVE``) as one
+    ``baddbmm``; large ones (a CNN's 3136 x 512) as one ``F.linear`` per member, which CPU BLAS runs
+    faster than its batched product for such shapes (docs/population.md)."""
+
+    LOOP_ABOVE = 1 << 16
 
     def __init__(self, stack: Stack, name: str, layer: nn.Linear):
         super().__init__(stack, name)
+        self.loop = layer.in_features * layer.out_features > self.LOOP_ABOVE
 
     @property
     def weight(self) -> Tensor:
@@ -210,6 +216,10 @@ class BatchedLinear(_Leaf):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.tensor("weight"), self.tensor("bias")
+        if self.loop:  # unbind, not x[k]: one backward node for all members, not a zero-filled one each
+            biases = bias.unbind(0) if bias is not None else [None] * x.shape[0]
+            parts = zip(x.unbind(0), weight.unbind(0), biases, strict=True)
+            return torch.stack([F.linear(xk, wk, bk) for xk, wk, bk in parts])
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
         if bias is None:
             out = torch.bmm(flat, weight.transpose(1, 2))
@@ -219,7 +229,11 @@ class BatchedLinear(_Leaf):
 
 
 class BatchedConv2d(_Leaf):
-    """P Conv2d layers as one grouped convolution: (P, B, C, H, W) -> (P, B, C', H', W')."""
+    """P Conv2d layers: (P, B, C, H, W) -> (P, B, C', H', W'), one convolution per member. On CPU this is
+    about twice as fast as one grouped convolution over the members' channels side by side, and as
+    ``torch.vmap`` (docs/population.md); ``grouped = True`` selects the grouped one."""
+
+    grouped = False
 
     def __init__(self, stack: Stack, name: str, conv: nn.Conv2d):
         super().__init__(stack, name)
@@ -229,6 +243,12 @@ class BatchedConv2d(_Leaf):
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.tensor("weight"), self.tensor("bias")
+        if not self.grouped:  # unbind, not x[k]: one backward node for all members, not a zero-filled one each
+            biases = bias.unbind(0) if bias is not None else [None] * x.shape[0]
+            return torch.stack([
+                F.conv2d(xk, wk, bk, **self.options)
+                for xk, wk, bk in zip(x.unbind(0), weight.unbind(0), biases, strict=True)
+            ])  # fmt: skip
         members, batch = x.shape[:2]
         # the members' channels side by side: one group per member
         grouped = x.transpose(0, 1).reshape(batch, members * x.shape[2], *x.shape[3:])

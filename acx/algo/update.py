@@ -517,7 +517,7 @@ class Learner:
         if not bool(finite.all()):
             for i in (stepping & ~finite).nonzero().flatten().tolist():
                 bad = "loss" if not torch.isfinite(total[i]) else "gradient"
-                terms = ", ".join(f"{k}={float(v[i]):.3g}" for k, v in losses.items())
+                terms = ", ".join(f"{k}={float(v[i].detach()):.3g}" for k, v in losses.items())
                 failed[rows[i]] = f"non-finite {bad} ({terms})"
             stepping &= finite
         if every:
