@@ -49,7 +49,7 @@ bench: venv $(SB3_VENV)/.installed ## acx vs Stable-Baselines3 A2C: writes docs/
 	$(MAKE) bench-population
 	$(MAKE) bench-ppo
 
-bench-population: venv ## 64 CartPole seeds: population launcher vs joblib; writes docs/population.md
+bench-population: venv ## cohorts vs joblib (CartPole, PPO, episodic, Pong), one run vs the commit before: docs/population.md
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/population.py
 
 bench-ppo: venv $(SB3_VENV)/.installed ## acx PPO vs SB3 PPO (zoo settings) on CartPole and Pendulum: docs/benchmarks.md's PPO section

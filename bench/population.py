@@ -50,8 +50,13 @@ def acx_train(args: list[str], repo: Path = ROOT) -> float:
     return time.perf_counter() - started
 
 
+KEPT = ("seed", "solved", "solved_at_step", "env_steps", "wall_seconds", "final_eval_return")
+
+
 def summaries(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("**/summary.json"))]
+    """The runs' summary.json files, the fields the report reads."""
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("**/summary.json"))]
+    return [{k: r.get(k) for k in KEPT} for r in runs]
 
 
 def training_sps(run_dir: Path) -> float:
@@ -143,7 +148,7 @@ def kernels() -> dict:
     from torch.func import functional_call, stack_module_state
 
     from acx.algo.networks import cnn_actor_critic, mlp_actor_critic
-    from acx.algo.stack import Stack
+    from acx.algo.stack import BatchedConv2d, Stack
 
     torch.set_num_threads(1)
 
@@ -173,7 +178,18 @@ def kernels() -> dict:
             pi, v = vmapped(params, buffers, x)
             (pi.sum() + v.sum()).backward()
 
-        return {"members": members, "batched_us": timed(batched, n), "vmap_us": timed(with_vmap, n)}
+        def alone():
+            for k, net in enumerate(nets):
+                pi, v = net(x[k])
+                (pi.sum() + v.sum()).backward()
+
+        out = {"members": members, "batched_us": timed(batched, n), "vmap_us": timed(with_vmap, n),
+               "alone_us": timed(alone, n)}  # fmt: skip
+        if any(isinstance(m, BatchedConv2d) for m in stack.batched.modules()):
+            BatchedConv2d.grouped = True
+            out["grouped_us"] = timed(batched, n)
+            BatchedConv2d.grouped = False
+        return out
 
     frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     out = {
@@ -183,7 +199,8 @@ def kernels() -> dict:
                        torch.randn(16, 40, 4), 200),
     }  # fmt: skip
     for kind, r in out.items():
-        log(f"{kind}: batched {r['batched_us']:.0f} us, vmap {r['vmap_us']:.0f} us")
+        log(f"{kind}: batched {r['batched_us']:.0f} us, vmap {r['vmap_us']:.0f} us, alone {r['alone_us']:.0f} us"
+            + (f", grouped {r['grouped_us']:.0f} us" if "grouped_us" in r else ""))  # fmt: skip
     return out
 
 
@@ -238,7 +255,7 @@ def sweep_row(name: str, arms: dict, target: float | None) -> str:
 
 
 def kernel_row(name: str, r: dict) -> str:
-    return f"| {name} | {r['members']} | {r['batched_us']:,.0f} | {r['vmap_us']:,.0f} |"
+    return f"| {name} | {r['members']} | {r['batched_us']:,.0f} | {r['vmap_us']:,.0f} | {r['alone_us']:,.0f} |"
 
 
 def write_report(R: dict, path: Path) -> None:
@@ -277,13 +294,14 @@ and the joblib arm (`hydra/launcher=joblib`: one process per run, one per core) 
 
 Forward and backward of the members' networks stacked, one torch thread (`acx/algo/stack.py`):
 
-| network | members | batched kernel (us) | `torch.vmap` over `functional_call` (us) |
-|---|---:|---:|---:|
-{kernel_row("Nature CNN (grouped convolution)", k["cnn"])}
+| network | members | batched kernel (us) | `torch.vmap` over `functional_call` (us) | each network in turn (us) |
+|---|---:|---:|---:|---:|
+{kernel_row("Nature CNN (a convolution per member)", k["cnn"])}
 {kernel_row("CartPole MLP (`baddbmm`)", k["mlp"])}
 
-acx keeps the faster one for each of these layers; any other layer runs under `torch.vmap`, which is
-correct for any module at a fixed cost per op.
+For the Nature CNN, one grouped convolution over the members' channels side by side took
+{k["cnn"]["grouped_us"]:,.0f} us: slower than a convolution per member, which acx uses. Any other layer
+runs under `torch.vmap`, which is correct for any module at a fixed cost per op.
 """
     path.write_text(text)
     print(text)
