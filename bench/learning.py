@@ -2,6 +2,7 @@
 cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`'s statistics.
 
     make learning                  # or: python bench/learning.py [--seeds 10] [--reuse | --tuned-only]
+    make learning ARGS="--env cartpole --env acrobot"   # train these envs only, reuse the others' sweeps
 
 Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
 the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
@@ -93,10 +94,12 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "| steps to threshold (median) | wall s (mean) |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
-    poor, finals = [], {}
-    for env, (budget, _) in ENVS.items():
+    poor, finals, ids = [], {}, []
+    envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
+    for env, (budget, _) in envs.items():
         report = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
         by_variant = {label.split("=", 1)[1]: row for label, row in zip(report.groups, report.rows, strict=True)}
+        ids.append(by_variant[VARIANTS[0]]["env_id"])
         for variant in VARIANTS:
             row = by_variant[variant]
             c = cell(row)
@@ -148,12 +151,8 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "## Across envs: normalised final returns",
         "",
         "Each run's final eval return normalised per env (random actions 0, the threshold 1: "
-        + ", ".join(
-            f"{e} {lo:g} → {hi:g}"
-            for e, (lo, hi) in REFERENCE_SCORES.items()
-            if e in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
-        )  # fmt: skip
-        + "), a (seeds x 3 envs) matrix per variant; the CIs resample seeds within each env.",
+        + ", ".join(f"{e} {lo:g} → {hi:g}" for e, (lo, hi) in REFERENCE_SCORES.items() if e in ids)
+        + f"), a (seeds x {len(ids)} envs) matrix per variant; the CIs resample seeds within each env.",
         "",
         "| variant | " + " | ".join(METRICS) + " |",
         "|---|" + "---:|" * len(METRICS),
@@ -170,12 +169,12 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     plot_profiles(taus, profiles, cis, figures / "performance_profile.png", "normalised final eval return (τ)")
     lines += [
         "",
-        "![performance profile across the three envs](learning/performance_profile.png)",
+        f"![performance profile across the {len(ids)} envs](learning/performance_profile.png)",
         "",
         "## Per env",
         "",
     ]
-    for env in ENVS:
+    for env in envs:
         lines += [
             f"### {env}" + (f" ({walls[env]:.0f} s for the sweep)" if env in walls else ""),
             "",
@@ -213,7 +212,7 @@ def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float])
     ]
     for env, (variant, budget) in TUNED.items():
         sweep = runs / f"tuned_{env}"
-        if not sweep.is_dir():
+        if not sweep.is_dir() or not (runs / env).is_dir():
             continue
         plain = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
         tuned = write_report(sweep, out=figures / f"tuned_{env}", reps=reps)
@@ -244,6 +243,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="write the doc from the sweeps already in --runs")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
     parser.add_argument("--tuned-only", action="store_true", help="train only the tuned sweeps, reuse the others")
+    parser.add_argument(
+        "--env", action="append", choices=list(ENVS), help="train this env only (repeatable); the doc: all in --runs"
+    )
     args = parser.parse_args()
     runs = Path(args.runs).resolve()
     runs = runs.relative_to(Path.cwd()) if runs.is_relative_to(Path.cwd()) else runs  # the reports name it as given
@@ -251,12 +253,15 @@ def main() -> None:
     if (runs / "walls.json").is_file():
         walls = json.loads((runs / "walls.json").read_text())
     if not args.reuse:
+        chosen = {env: v for env, v in ENVS.items() if not args.env or env in args.env}
         if not args.tuned_only:
-            for env, (budget, extra) in ENVS.items():
+            for env, (budget, extra) in chosen.items():
                 print(f"learning: {env}, {len(VARIANTS)} variants x {args.seeds} seeds, {budget:,} steps", flush=True)
                 walls[env] = train(runs / env, env, budget, extra, args.seeds)
                 print(f"learning: {env} took {walls[env]:.0f} s", flush=True)
         for env, (variant, budget) in TUNED.items():
+            if env not in chosen:
+                continue
             print(f"learning: tuned {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
             walls[f"tuned_{env}"] = train(runs / f"tuned_{env}", env, budget, [], args.seeds, variants=(variant,))
         runs.mkdir(parents=True, exist_ok=True)
