@@ -60,8 +60,10 @@ def fake_run(
     summary: bool = True,
     env_id: str = "CartPole-v1",
     seed: int = 0,
+    solved: bool = False,
 ) -> Path:
-    """A run folder as acx writes it: .hydra/, metrics.jsonl with eval rows, summary.json."""
+    """A run folder as acx writes it: .hydra/, metrics.jsonl with eval rows, summary.json (``solved``: its
+    stop rule confirmed the threshold)."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), run / ".hydra" / "overrides.yaml")
@@ -83,6 +85,7 @@ def fake_run(
                     "best_eval_return": max(returns),
                     "final_eval_return": returns[-1],
                     "wall_seconds": 10.0 + seed,
+                    "solved": solved,
                 }
             )  # fmt: skip
         )
@@ -91,7 +94,7 @@ def fake_run(
 
 def test_runs_are_grouped_by_overrides_less_seed(tmp_path: Path):
     fake_run(tmp_path, "0_a_s0", ["algo=td0", "seed=0", "total_steps=3000"], [(1000, 10.0), (2000, 20.0), (3000, 30.0)])
-    fake_run(tmp_path, "1_a_s1", ["algo=td0", "seed=1", "total_steps=3000"], [(1000, 20.0), (2000, 480.0)])
+    fake_run(tmp_path, "1_a_s1", ["algo=td0", "seed=1", "total_steps=3000"], [(1000, 20.0), (2000, 480.0)], solved=True)
     fake_run(tmp_path, "2_b_s0", ["algo=nstep", "seed=0", "total_steps=3000"], [(1000, 9.0), (3000, 500.0)])
     fake_run(tmp_path, "10_b_s1", ["algo=nstep", "+seed=1", "total_steps=3000"], [(1000, 9.0)], summary=False)
     runs = [load_run(p) for p in find_run_dirs(tmp_path)]
@@ -118,13 +121,16 @@ def test_runs_are_grouped_by_overrides_less_seed(tmp_path: Path):
     assert td0["final"]["mean"].point == pytest.approx(np.mean([30, 480]))
     assert td0["final"]["optimality gap"].point == pytest.approx(np.mean([475 - 30, 0]))  # the shortfall below 475
     # td0 seed 1 reached 475 at 2000, seed 0 never: the median of (2000, inf) is inf
-    assert td0["solved"] == 1 and np.isinf(td0["steps_to_threshold_median"])
+    assert td0["reached"] == 1 and td0["solved"] == 1 and np.isinf(td0["steps_to_threshold_median"])
     assert td0["auc"]["mean"].point == pytest.approx(np.mean([20.0, (20 * 1000 + 480 * 2000) / 3000]))
-    assert nstep["runs"] == 2 and nstep["finished"] == 1 and nstep["solved"] == 1
+    # nstep seed 0 reached 500 at its last evaluation, but its stop rule never confirmed it: reached, not solved
+    assert nstep["runs"] == 2 and nstep["finished"] == 1 and nstep["reached"] == 1 and nstep["solved"] == 0
     assert nstep["steps_to_threshold_median"] == np.inf  # 3000 and never: inf
     text = (tmp_path / "report.md").read_text()
     assert re.search(r"^\| algo=td0 \| 2 \| 255\.0 \[\S+, \S+\] \| 255\.0 \[", text, re.M), text
     assert "| algo=nstep | 2 (1 finished) |" in text
+    assert re.search(r"^\| algo=td0 \|.*\| 1/2 \| 1/2 \| \d+ \|$", text, re.M), text  # reached, solved, wall
+    assert re.search(r"^\| algo=nstep \|.*\| 1/2 \| 0/2 \| \d+ \|$", text, re.M), text
     assert "| algo=td0 | final eval return | 255.0 [" in text  # the table of every metric
     assert "**Fewer than 5 seeds** in `algo=td0`, `algo=nstep`" in text
 
@@ -312,7 +318,8 @@ def test_tidy_rows_equal_the_summaries(tmp_path: Path):
             assert float(row["wall_seconds"]) == summary["wall_seconds"]
             run = load_run(tmp_path / row["run"])
             assert float(row["auc_return"]) == pytest.approx(run.eval_auc)
-            assert str(row["solved"]) == str(run.steps_to_threshold is not None)
+            assert str(row["reached"]) == str(run.steps_to_threshold is not None)
+            assert str(row["solved"]) == str(summary["solved"])
 
 
 def test_runs_across_envs_are_aggregated_on_normalised_scores(tmp_path: Path):

@@ -125,7 +125,8 @@ def summarize(runs: list[RunRecord], reps: int = 2000, seed: int = 0) -> dict[st
         "env_id": _env_of(runs),
         "threshold": threshold,
         "steps_to_threshold_median": float(np.median(to_threshold)) if threshold is not None and runs else None,
-        "solved": sum(h is not None for h in hits),
+        "reached": sum(h is not None for h in hits),  # an evaluation at or above the threshold
+        "solved": sum(r.solved for r in runs),  # the run's stop rule confirmed it (summary.json)
         "wall_seconds_mean": float(np.mean(walls)) if walls else None,
     }
     gap_below = threshold if threshold is not None else float("nan")  # the optimality gap: shortfall below it
@@ -149,8 +150,8 @@ def markdown_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """The per-configuration table in GitHub markdown: IQM [95% CI] of each score, and the counts."""
     lines = [
         "| configuration | runs | final eval return, IQM [95% CI] | best eval return, IQM [95% CI] "
-        "| eval AUC, IQM [95% CI] | steps to threshold (median) | solved | wall time (s, mean) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| eval AUC, IQM [95% CI] | steps to threshold (median) | reached | solved (confirmed) | wall time (s, mean) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, row in rows:
         runs = str(row["runs"]) if row["finished"] == row["runs"] else f"{row['runs']} ({row['finished']} finished)"
@@ -161,10 +162,11 @@ def markdown_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
             steps = "not reached"
         else:
             steps = f"{median:,.0f}"
-        solved = f"{row['solved']}/{row['runs']}" if row["threshold"] is not None else "-"
+        reached = f"{row['reached']}/{row['runs']}" if row["threshold"] is not None else "-"
+        solved = f"{row['solved']}/{row['runs']}"
         wall = "-" if row["wall_seconds_mean"] is None else f"{row['wall_seconds_mean']:.0f}"
         iqm = [format_ci(row[name]["IQM"] if row[name] else None) for name in SCORES]
-        lines.append(f"| {label} | {runs} | {' | '.join(iqm)} | {steps} | {solved} | {wall} |")
+        lines.append(f"| {label} | {runs} | {' | '.join(iqm)} | {steps} | {reached} | {solved} | {wall} |")
     return "\n".join(lines)
 
 
@@ -350,7 +352,8 @@ def tidy_rows(groups: dict[str, list[RunRecord]], root: Path) -> list[dict[str, 
                     "best_return": r.best_eval,
                     "auc_return": r.eval_auc,
                     "normalized_final": None if normalized is None else float(normalized[0]),
-                    "solved": r.steps_to_threshold is not None,
+                    "reached": r.steps_to_threshold is not None,
+                    "solved": r.solved,
                     "steps_to_threshold": r.steps_to_threshold,
                     "wall_seconds": (r.summary or {}).get("wall_seconds"),
                     "finished": r.finished,
@@ -410,7 +413,10 @@ def explanation(threshold: float | None, reps: int, seed: int) -> str:
         f"(rliable, {reps} repetitions, seed {seed}). A run that stopped early because it solved the env "
         "holds its last evaluation, in the AUC and in the curves. Steps to threshold: the first evaluation "
         "at or above the env's reward threshold" + (f" ({threshold:g})" if threshold is not None else "") + "; "
-        "the median over seeds counts a seed that never reached it as slower than all."
+        "the median over seeds counts a seed that never reached it as slower than all. *Reached*: the runs with an "
+        "evaluation at or above the threshold; *solved (confirmed)*: the runs whose own stop rule called them "
+        "solved (summary.json's `solved`: under the default rule, the confirmation episodes after that "
+        "evaluation held it too)."
     )
 
 

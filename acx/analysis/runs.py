@@ -47,6 +47,12 @@ class RunRecord:
         return float(self.eval_returns[-1]) if len(self.eval_returns) else None
 
     @property
+    def solved(self) -> bool:
+        """The run's own stop rule called it solved (summary.json's ``solved``: under the default rule, an
+        evaluation at the threshold that its confirmation episodes held), not just an evaluation that reached it."""
+        return bool(self.summary is not None and self.summary.get("solved"))
+
+    @property
     def steps_to_threshold(self) -> int | None:
         """The first evaluation's env step whose mean return reached the threshold; None if none did."""
         return steps_to_threshold(self.eval_steps, self.eval_returns, self.threshold)
