@@ -6,13 +6,14 @@ Measured on a 2-core CPU (see the README): nstep solves CartPole-v1 in 10k-26k e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from acx.run.checkpoint import load_checkpoint
 from acx.run.train import train
-from tests.conftest import compose_train
+from tests.conftest import compose_train, run_acx
 
 pytestmark = pytest.mark.slow
 
@@ -53,3 +54,20 @@ def test_plain_env_pendulum_learns_with_its_tuned_defaults(tmp_path: Path):
     assert cfg.tuned_from.startswith("conf/tuned/pendulum_nstep.yaml")
     summary = train(cfg)
     assert summary["best_eval_return"] >= -400, summary
+
+
+def test_plain_ppo_on_pendulum_learns_with_its_tuned_defaults(tmp_path: Path):
+    """`acx train env=pendulum algo=ppo` picks conf/tuned/pendulum_ppo.yaml (the zoo's ppo.yml). Measured
+    on seeds 0-9 through the population launcher: every seed's evaluation at 52,984 env steps was -199
+    or better (seeds 0 and 1: -173 and -171), and random play scores about -1200; seeds 0 and 1 as one
+    cohort, 53k steps, must reach -300."""
+    cfg = compose_train(["env=pendulum", "algo=ppo"], tmp_path)
+    assert cfg.tuned_from.startswith("conf/tuned/pendulum_ppo.yaml")
+    sweep = tmp_path / "sweep"
+    proc = run_acx("train", "-m", "hydra/launcher=population", "env=pendulum", "algo=ppo", "seed=0,1",
+                   "total_steps=53000", *QUIET, f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert [s["seed"] for s in summaries] == [0, 1]
+    for summary in summaries:
+        assert summary["best_eval_return"] >= -300, summary
