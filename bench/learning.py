@@ -51,7 +51,7 @@ def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int, 
     args = [
         ACX, "train", "-m", "hydra/launcher=population", f"env={env}", f"algo={','.join(variants)}",
         f"seed=range(0,{seeds})", f"total_steps={budget}", *extra, "logger=none", "progress=false",
-        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.dir={sweep_dir.resolve()}",  # acx runs in ROOT: a relative --runs is this cwd's
     ]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -76,12 +76,16 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     """docs/learning.md: a row per (env, variant), the normalised scores across envs, the figures."""
     figures = out / "learning"
     figures.mkdir(parents=True, exist_ok=True)
+    envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
+    names = [{"cartpole": "CartPole"}.get(env, env.capitalize()) for env in envs]
     lines = [
-        "# Learning quality: every variant on CartPole, Acrobot and Pendulum",
+        "# Learning quality: every variant on "
+        + (", ".join(names[:-1]) + " and " if len(names) > 1 else "")
+        + names[-1],
         "",
         f"Written by `make learning` (`bench/learning.py`) on {datetime.date.today()}, {os.cpu_count()} CPU cores. "
         f"{seeds} seeds per cell (0..{seeds - 1}, never tuned on), the plain presets: "
-        "`acx train -m hydra/launcher=population env=<env> algo=episodic,td0,nstep 'seed=range(0,10)' "
+        f"`acx train -m hydra/launcher=population env=<env> algo={','.join(VARIANTS)} 'seed=range(0,{seeds})' "
         "total_steps=<budget> '~tuned'`. Each variant's seeds train as cohorts, one per core. "
         "A run stops when an evaluation (10 deterministic episodes) reaches the threshold and 50 more episodes "
         "confirm it.",
@@ -97,7 +101,6 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     poor, finals, ids = [], {}, []
-    envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
     for env, (budget, _) in envs.items():
         report = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
         by_variant = {label.split("=", 1)[1]: row for label, row in zip(report.groups, report.rows, strict=True)}
@@ -118,12 +121,15 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
                 )  # fmt: skip
             group = report.groups[f"algo={variant}"]
             finals.setdefault(variant, []).append(normalize([r.final_eval for r in group], row["env_id"])[:seeds])
-    threshold_note = ", ".join(
-        f"{env} {REFERENCE_SCORES[env][1]:g}" for env in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
-    )
+    threshold_note = ", ".join(f"{env_id} {REFERENCE_SCORES[env_id][1]:g}" for env_id in ids)
     lines += [
         "",
-        f"Thresholds: {threshold_note} (Pendulum-v1 has no registered threshold; -200 is given on the command line).",
+        f"Thresholds: {threshold_note}"
+        + (
+            " (Pendulum-v1 has no registered threshold; -200 is given on the command line)."
+            if "pendulum" in envs
+            else "."
+        ),
         "",
         "## Where a cell is poor",
         "",
@@ -146,7 +152,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "table, not with `docs/benchmarks.md`.",
     ]
 
-    lines += tuned_section(runs, figures, reps, walls)
+    lines += tuned_section(runs, figures, reps, walls, seeds)
     matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
     estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
     lines += [
@@ -192,16 +198,19 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     return path
 
 
-def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float]) -> list[str]:
-    """The tuned defaults of each TUNED env against the plain preset's row of the same variant."""
+def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int) -> list[str]:
+    """The tuned defaults of each TUNED env against the plain preset's row of the same variant (nothing
+    when no TUNED env has both sweeps in ``runs``)."""
+    if not any((runs / f"tuned_{env}").is_dir() and (runs / env).is_dir() for env in TUNED):
+        return []
     lines = [
         "",
         "## Tuned defaults (`conf/tuned/`) against the plain presets",
         "",
         '`acx train env=<env>` with nothing else picks `conf/tuned/<env>_nstep.yaml` (README, "How defaults '
         'are picked per env"). The same seeds and budget as above: `acx train -m hydra/launcher=population '
-        "env=<env> 'seed=range(0,10)' total_steps=<budget>`. *Reached*: the seeds with a 10-episode deterministic "
-        "evaluation at or above the threshold within the budget; "
+        f"env=<env> 'seed=range(0,{seeds})' total_steps=<budget>`. *Reached*: the seeds with a 10-episode "
+        "deterministic evaluation at or above the threshold within the budget; "
         "*confirmed*: those whose 50 confirmation episodes held it too, which stops the run.",
         "",
         "| env | budget | defaults | reached | confirmed | final return, IQM [95% CI] "
@@ -262,8 +271,14 @@ def main() -> None:
             walls[f"tuned_{env}"] = train(runs / f"tuned_{env}", env, budget, [], args.seeds, variants=(variant,))
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
+    missing = [env for env in ENVS if not (runs / env).is_dir()]
+    if len(missing) == len(ENVS):
+        raise SystemExit(f"learning: error: no sweeps in {runs} (train them: make learning)")
     path = write_doc(runs, Path(args.out), args.reps, walls, args.seeds)
     print(f"learning: wrote {path} ({datetime.date.today()})")
+    if missing:  # the doc is drawn from the sweeps, so it holds only the envs that have one
+        print(f"learning: note: {path} covers only {', '.join(e for e in ENVS if e not in missing)}: no sweeps in "
+              f"{runs} for {', '.join(missing)} (make learning ARGS=\"--env {' --env '.join(missing)}\")")  # fmt: skip
 
 
 if __name__ == "__main__":
