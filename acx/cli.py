@@ -96,9 +96,12 @@ def report_user_errors(fn):
 @report_user_errors
 def train_app(cfg: DictConfig) -> float:
     """Hydra wrapper around train(); returns the metric a sweeper optimises (``optimized_metric``)."""
+    from acx.analysis.learned import start_note
     from acx.analysis.runs import objective_value
     from acx.run.train import train
 
+    if note := start_note(cfg, HydraConfig.get().runtime.choices):  # docs/learning.md found it does not learn
+        print(f"acx: note: {note}")
     on_eval = None
     if HydraConfig.get().sweeper.get("trial_number") is not None:  # a trial of hydra/sweeper=acx_optuna
         from acx.sweep.tuning import trial_reporter  # reports each evaluation to the study, for pruning

@@ -72,6 +72,22 @@ def cell(row: dict) -> dict[str, str]:
     }
 
 
+def table_cell(row: dict, env: str, variant: str, defaults: str, budget: int) -> dict:
+    """docs/learning.json's cell for an ``acx report`` row: a cell learns when any seed reached the
+    threshold; one that does not says why (acx prints it at the start of such a run)."""
+    learns = row["reached"] > 0
+    why = None
+    if not learns:
+        random_play = REFERENCE_SCORES[row["env_id"]][0]
+        below = row["final"]["IQM"].point < random_play
+        why = (f"0/{row['runs']} seeds reached {row['threshold']:g} within {budget:,} env steps"
+               + (f", and their final IQM ({row['final']['IQM'].point:.0f}) is below random play ({random_play:.0f})"
+                  if below else ""))  # fmt: skip
+    return {"env": env, "env_id": row["env_id"], "variant": variant, "defaults": defaults, "budget": budget,
+            "runs": row["runs"], "reached": row["reached"], "solved": row["solved"], "learns": learns,
+            "why": why}  # fmt: skip
+
+
 def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: int) -> Path:
     """docs/learning.md: a row per (env, variant), the normalised scores across envs, the figures."""
     figures = out / "learning"
@@ -94,13 +110,16 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "(confirmed: the run stopped on it), the IQM across seeds of the final and of the best eval "
         "return with its 95% stratified bootstrap CI (rliable, "
         f"{reps} repetitions), the median env steps to the threshold (a seed that never reached it counts as slower "
-        "than all), and the mean wall time of a run. A run that solved holds its last evaluation as its final one.",
+        "than all), and the mean wall time of a run. A run that solved holds its last evaluation as its final one. "
+        "*Learns*: whether any seed reached the threshold; where none did, why. A run of such a cell starts with a "
+        "note that says so (`acx train env=pendulum algo=episodic`), read from `learning.json`, which is written "
+        "with this page from the same rows.",
         "",
         "| env | budget | variant | reached | solved (confirmed) | final return, IQM [95% CI] "
-        "| best return, IQM [95% CI] | steps to threshold (median) | wall s (mean) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| best return, IQM [95% CI] | steps to threshold (median) | wall s (mean) | learns |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    poor, finals, ids = [], {}, []
+    poor, finals, ids, cells = [], {}, [], []
     for env, (budget, _) in envs.items():
         report = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
         by_variant = {label.split("=", 1)[1]: row for label, row in zip(report.groups, report.rows, strict=True)}
@@ -108,8 +127,10 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         for variant in VARIANTS:
             row = by_variant[variant]
             c = cell(row)
+            cells.append(table_cell(row, env, variant, "plain", budget))
+            learns = "yes" if cells[-1]["learns"] else f"**no**: {cells[-1]['why']}"
             lines.append(f"| {row['env_id']} | {budget:,} | {variant} | {c['reached']} | {c['solved']} | {c['final']} "
-                         f"| {c['best']} | {c['steps']} | {c['wall']} |")  # fmt: skip
+                         f"| {c['best']} | {c['steps']} | {c['wall']} | {learns} |")  # fmt: skip
             if row["reached"] < row["runs"]:
                 worse = row["final"]["IQM"].high < row["best"]["IQM"].low  # the policies got worse after their best
                 poor.append(
@@ -152,7 +173,9 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "table, not with `docs/benchmarks.md`.",
     ]
 
-    lines += tuned_section(runs, figures, reps, walls, seeds)
+    tuned_lines, tuned_cells = tuned_section(runs, figures, reps, walls, seeds)
+    lines += tuned_lines
+    cells += tuned_cells
     matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
     estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
     lines += [
@@ -195,14 +218,18 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         ]
     path = out / "learning.md"
     path.write_text("\n".join(lines) + "\n")
+    (out / "learning.json").write_text(json.dumps({"written": str(datetime.date.today()), "cells": cells}, indent=1))
     return path
 
 
-def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int) -> list[str]:
-    """The tuned defaults of each TUNED env against the plain preset's row of the same variant (nothing
-    when no TUNED env has both sweeps in ``runs``)."""
+def tuned_section(
+    runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int
+) -> tuple[list[str], list[dict]]:
+    """The tuned defaults of each TUNED env against the plain preset's row of the same variant, and the
+    tuned rows' learning.json cells (nothing when no TUNED env has both sweeps in ``runs``)."""
     if not any((runs / f"tuned_{env}").is_dir() and (runs / env).is_dir() for env in TUNED):
-        return []
+        return [], []
+    cells = []
     lines = [
         "",
         "## Tuned defaults (`conf/tuned/`) against the plain presets",
@@ -228,6 +255,8 @@ def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float],
             key = next(k for k in rows if label == "tuned" or k == f"algo={variant}")
             row, c = rows[key], cell(rows[key])
             what = f"`conf/tuned/{env}_{variant}.yaml`" if label == "tuned" else f"plain `algo={variant}`"
+            if label == "tuned":
+                cells.append(table_cell(row, env, variant, f"conf/tuned/{env}_{variant}.yaml", budget))
             lines.append(f"| {row['env_id']} | {budget:,} | {what} | {c['reached']} | {c['solved']} "
                          f"| {c['final']} | {c['best']} | {c['steps']} | {c['wall']} |")  # fmt: skip
         lines += [
@@ -237,7 +266,7 @@ def tuned_section(runs: Path, figures: Path, reps: int, walls: dict[str, float],
             f"The whole report: [learning/tuned_{env}/report.md](learning/tuned_{env}/report.md)"
             + (f" ({walls['tuned_' + env]:.0f} s for the sweep)." if "tuned_" + env in walls else "."),
         ]
-    return lines
+    return lines, cells
 
 
 def main() -> None:

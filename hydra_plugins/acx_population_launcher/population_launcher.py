@@ -182,6 +182,7 @@ class PopulationLauncher(Launcher):
         return ray.get([remote.remote(*a) for a in args])
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from acx.analysis.learned import start_note
         from acx.analysis.runs import objective_value
         from acx.errors import AcxError
         from acx.run.signals import Interrupted
@@ -194,6 +195,9 @@ class PopulationLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         original_hydra_cfg = HydraConfig.instance().cfg
         configs = [self._compose(initial_job_idx + i, o) for i, o in enumerate(job_overrides)]
+        # once each: the (env, variant, defaults) cells of the sweep that docs/learning.md found do not learn
+        for note in dict.fromkeys(filter(None, (start_note(c, c.hydra.runtime.choices) for c in configs))):
+            print(f"acx: note: {note}")
         keys: list[str | None] = []
         for i, config in enumerate(configs):
             why = why_alone(config)

@@ -1,0 +1,90 @@
+"""The table of measured results (docs/learning.json, written with docs/learning.md by bench/learning.py)
+and the note a run of a cell that does not learn starts with."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from acx.analysis.learned import TABLE, defaults_of, not_learning_note, start_note
+from tests.conftest import compose_train, run_acx
+
+CELLS = json.loads(TABLE.read_text())["cells"]
+PLAIN = {"experiment": None, "hparams_search": None}  # Hydra's choices for a plain command
+
+
+def cell_id(cell: dict) -> str:
+    return f"{cell['env']}-{cell['variant']}-{'plain' if cell['defaults'] == 'plain' else 'tuned'}"
+
+
+def test_the_table_holds_cells_that_learn_and_cells_that_do_not():
+    assert any(c["learns"] for c in CELLS) and any(not c["learns"] for c in CELLS)
+    for cell in CELLS:
+        assert cell["learns"] == (cell["reached"] > 0), cell
+        assert (cell["why"] is None) == cell["learns"], cell
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=cell_id)
+def test_the_note_appears_exactly_for_the_cells_the_table_marks_as_not_learning(tmp_path: Path, cell: dict):
+    """The command a user types for the cell: the plain presets (``~tuned`` where a tuned file would be
+    picked) or the tuned file that naming the env picks."""
+    overrides = [f"env={cell['env']}", f"algo={cell['variant']}", *(["~tuned"] if cell["defaults"] == "plain" else [])]
+    cfg = compose_train(overrides, tmp_path)
+    assert defaults_of(cfg.tuned_from) == cell["defaults"]
+    note = start_note(cfg, PLAIN)
+    assert (note is not None) == (not cell["learns"]), (cell, note)
+    if note is not None:
+        assert note.startswith(f"the {cell['variant']} variant has not been shown to learn {cell['env_id']}")
+        assert cell["why"] in note and note.endswith("(docs/learning.md)")
+    # an experiment preset sets its own hyperparameters: the table says nothing about it
+    assert start_note(cfg, {**PLAIN, "experiment": "anything"}) is None
+
+
+def test_the_doc_and_the_table_say_the_same():
+    """docs/learning.md's learns column is the table's, row by row (both written by bench/learning.py)."""
+    doc = (TABLE.parent / "learning.md").read_text()
+    for cell in (c for c in CELLS if c["defaults"] == "plain"):
+        row = re.search(rf"^\| {re.escape(cell['env_id'])} \| [\d,]+ \| {cell['variant']} \|.*$", doc, re.M)
+        assert row, cell
+        assert row.group(0).endswith("| yes |" if cell["learns"] else f"| **no**: {cell['why']} |"), row.group(0)
+
+
+def test_note_lookup(tmp_path: Path):
+    table = tmp_path / "learning.json"
+    assert not_learning_note("Pendulum-v1", "episodic", None, table) is None  # no table: no note
+    cells = [
+        {"env_id": "Pendulum-v1", "variant": "episodic", "defaults": "plain", "learns": False, "why": "0/10 reached"},
+        {"env_id": "Pendulum-v1", "variant": "nstep", "defaults": "plain", "learns": False, "why": "0/10 reached"},
+        {"env_id": "Pendulum-v1", "variant": "nstep", "defaults": "conf/tuned/pendulum_nstep.yaml", "learns": True,
+         "why": None},
+    ]  # fmt: skip
+    table.write_text(json.dumps({"cells": cells}))
+    note = not_learning_note("Pendulum-v1", "episodic", None, table)
+    assert note == (
+        "the episodic variant has not been shown to learn Pendulum-v1 with these defaults: 0/10 reached "
+        "(docs/learning.md)"
+    )
+    tuned = "conf/tuned/pendulum_nstep.yaml (searched here)"
+    assert not_learning_note("Pendulum-v1", "nstep", tuned, table) is None  # the tuned cell learns
+    assert not_learning_note("Pendulum-v1", "nstep", None, table) is not None  # the plain one does not
+    assert not_learning_note("Pendulum-v1", "td0", None, table) is None  # not measured
+    assert not_learning_note("CartPole-v1", "episodic", None, table) is None
+
+
+def test_a_run_and_a_sweep_of_a_cell_that_does_not_learn_start_with_the_note(tmp_path: Path):
+    quiet = ["logger=none", "progress=false", "total_steps=1000", "eval.every_steps=1000"]
+    note = "acx: note: the episodic variant has not been shown to learn Pendulum-v1"
+    single = run_acx("train", "env=pendulum", "algo=episodic", *quiet, f"hydra.run.dir={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert single.stdout.startswith(note), single.stdout
+    # the same variant and env from an experiment preset: its own settings, no note
+    preset = run_acx("train", "experiment=seed001_episodic_pendulum", *quiet, f"hydra.run.dir={tmp_path / 'preset'}")
+    assert preset.returncode == 0 and "acx: note" not in preset.stdout, preset.stdout + preset.stderr[-2000:]
+    # a sweep says it once, and nothing for its cells that learn (n-step with Pendulum's tuned file)
+    sweep = run_acx("train", "-m", "hydra/launcher=population", "env=pendulum", "algo=episodic,nstep", "seed=0,1",
+                    *quiet, f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert sweep.stdout.count("acx: note:") == 1 and note in sweep.stdout, sweep.stdout
