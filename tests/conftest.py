@@ -26,6 +26,11 @@ ACX = [str(Path(sys.executable).parent / "acx")]  # the installed console script
 FAST = ["progress=false", "logger=none", "eval.episodes=2", "eval.every_steps=1000", "checkpoint.every_steps=1000"]
 
 
+# metrics that are zero up to rounding, with the absolute tolerance they are compared at: the mean of
+# normalised advantages is a float32 sum over the batch, a few 1e-6 either side on any CPU
+ROUNDING_ZERO = {"train/advantage_mean": 1e-4}
+
+
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     """The train config exactly as `acx train <overrides>` composes it, writing into output_dir."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
