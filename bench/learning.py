@@ -6,7 +6,7 @@ cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`
 
 Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
 the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
-the tuned defaults of conf/tuned/ for the envs in TUNED, the same seeds and budget
+the tuned defaults of conf/tuned/ for the (env, variant) pairs in TUNED, the same seeds
 (`--tuned-only`: train just those, and rewrite the doc with the other sweeps as they are). The
 population launcher trains every variant's seeds as cohorts, one per core. Runs stop
 early when they solve (the default eval_threshold stop rule); Pendulum has no registered threshold,
@@ -41,7 +41,8 @@ ENVS = {
     "pendulum": (200_000, ["~tuned", "env.reward_threshold=-200"]),
 }
 # the tuned defaults (conf/tuned/<env>_<variant>.yaml) measured against that baseline: `acx train env=<env>`
-TUNED = {"pendulum": ("nstep", 200_000)}
+TUNED = [("cartpole", "td0", 100_000), ("acrobot", "episodic", 200_000), ("pendulum", "nstep", 200_000),
+         ("pendulum", "ppo", 100_000)]  # fmt: skip
 
 
 def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int, variants=VARIANTS) -> float:
@@ -225,48 +226,54 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
 def tuned_section(
     runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int
 ) -> tuple[list[str], list[dict]]:
-    """The tuned defaults of each TUNED env against the plain preset's row of the same variant, and the
-    tuned rows' learning.json cells (nothing when no TUNED env has both sweeps in ``runs``)."""
-    if not any((runs / f"tuned_{env}").is_dir() and (runs / env).is_dir() for env in TUNED):
+    """The tuned defaults of each TUNED pair against the plain preset's row of the same variant (when
+    it has one), and the tuned rows' learning.json cells (nothing when no TUNED pair has its sweep and
+    its env's in ``runs``)."""
+    if not any((runs / f"tuned_{env}_{variant}").is_dir() and (runs / env).is_dir() for env, variant, _ in TUNED):
         return [], []
     cells = []
     lines = [
         "",
         "## Tuned defaults (`conf/tuned/`) against the plain presets",
         "",
-        '`acx train env=<env>` with nothing else picks `conf/tuned/<env>_nstep.yaml` (README, "How defaults '
-        'are picked per env"). The same seeds and budget as above: `acx train -m hydra/launcher=population '
-        f"env=<env> 'seed=range(0,{seeds})' total_steps=<budget>`. *Reached*: the seeds with a 10-episode "
-        "deterministic evaluation at or above the threshold within the budget; "
+        '`acx train env=<env> algo=<variant>` picks `conf/tuned/<env>_<variant>.yaml` (README, "How defaults '
+        'are picked per env"). The same seeds as above: `acx train -m hydra/launcher=population '
+        f"env=<env> algo=<variant> 'seed=range(0,{seeds})' total_steps=<budget>`. *Reached*: the seeds with a "
+        "10-episode deterministic evaluation at or above the threshold within the budget; "
         "*confirmed*: those whose 50 confirmation episodes held it too, which stops the run.",
         "",
         "| env | budget | defaults | reached | confirmed | final return, IQM [95% CI] "
         "| best return, IQM [95% CI] | steps to threshold (median) | wall s (mean) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for env, (variant, budget) in TUNED.items():
-        sweep = runs / f"tuned_{env}"
+    figures_of = []  # after the table: each tuned sweep's curves and report
+    for env, variant, budget in TUNED:
+        name = f"tuned_{env}_{variant}"
+        sweep = runs / name
         if not sweep.is_dir() or not (runs / env).is_dir():
             continue
         plain = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
-        tuned = write_report(sweep, out=figures / f"tuned_{env}", reps=reps)
+        tuned = write_report(sweep, out=figures / name, reps=reps)
         for label, report in (("plain", plain), ("tuned", tuned)):
             rows = dict(zip(report.groups, report.rows, strict=True))
-            key = next(k for k in rows if label == "tuned" or k == f"algo={variant}")
+            key = next((k for k in rows if label == "tuned" or k == f"algo={variant}"), None)
+            if key is None:  # a variant the plain sweeps leave out (ppo)
+                continue
             row, c = rows[key], cell(rows[key])
             what = f"`conf/tuned/{env}_{variant}.yaml`" if label == "tuned" else f"plain `algo={variant}`"
             if label == "tuned":
                 cells.append(table_cell(row, env, variant, f"conf/tuned/{env}_{variant}.yaml", budget))
             lines.append(f"| {row['env_id']} | {budget:,} | {what} | {c['reached']} | {c['solved']} "
                          f"| {c['final']} | {c['best']} | {c['steps']} | {c['wall']} |")  # fmt: skip
-        lines += [
+        figures_of += [
             "",
-            f"![learning curves, tuned](learning/tuned_{env}/learning_curves.png)",
+            f"### {env}, {variant}" + (f" ({walls[name]:.0f} s for the sweep)" if name in walls else ""),
             "",
-            f"The whole report: [learning/tuned_{env}/report.md](learning/tuned_{env}/report.md)"
-            + (f" ({walls['tuned_' + env]:.0f} s for the sweep)." if "tuned_" + env in walls else "."),
+            f"![learning curves, {env} {variant} tuned](learning/{name}/learning_curves.png)",
+            "",
+            f"The whole report: [learning/{name}/report.md](learning/{name}/report.md).",
         ]
-    return lines, cells
+    return lines + figures_of, cells
 
 
 def main() -> None:
@@ -293,11 +300,12 @@ def main() -> None:
                 print(f"learning: {env}, {len(VARIANTS)} variants x {args.seeds} seeds, {budget:,} steps", flush=True)
                 walls[env] = train(runs / env, env, budget, extra, args.seeds)
                 print(f"learning: {env} took {walls[env]:.0f} s", flush=True)
-        for env, (variant, budget) in TUNED.items():
+        for env, variant, budget in TUNED:
             if env not in chosen:
                 continue
             print(f"learning: tuned {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
-            walls[f"tuned_{env}"] = train(runs / f"tuned_{env}", env, budget, [], args.seeds, variants=(variant,))
+            name = f"tuned_{env}_{variant}"
+            walls[name] = train(runs / name, env, budget, [], args.seeds, variants=(variant,))
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
     missing = [env for env in ENVS if not (runs / env).is_dir()]

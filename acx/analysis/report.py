@@ -231,6 +231,7 @@ def plot_curves(curves: dict[str, Curve], path: Path, thresholds: dict[str | Non
     fig.suptitle(title or "learning curves: IQM across seeds, 95% bootstrap CI")
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
     return fig
 
 
@@ -251,6 +252,7 @@ def plot_profiles(
     ax.set_title("performance profile of the final eval return (95% bootstrap CI)", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
     return fig
 
 
@@ -271,6 +273,7 @@ def plot_improvements(improvements: dict[str, Estimate], colors: list[str], path
     ax.set_title("probability of improvement P(X > baseline), final eval return", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
     return fig
 
 
