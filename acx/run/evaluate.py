@@ -56,27 +56,6 @@ def play_together(
     return list(zip(returns.reshape(members, n), lengths.reshape(members, n), strict=True))
 
 
-@torch.inference_mode()
-def evaluate_vector(
-    net: ActorCritic,
-    envs: gym.vector.VectorEnv,
-    device: torch.device,
-    env_actions=lambda a: a,
-    deterministic: bool = True,
-    seed: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One network: one episode in each sub-env of ``envs`` at once; per-episode returns and lengths."""
-    was_training = net.training
-    net.eval()
-    try:
-        ((returns, lengths),) = play_together(
-            lambda obs: net.action(obs, deterministic=deterministic), [envs], [seed], device, env_actions,
-        )  # fmt: skip
-    finally:
-        net.train(was_training)
-    return returns, lengths
-
-
 class Evaluator:
     """A member's eval envs and their seeds, its confirmation episodes, ``best.pt`` and training videos;
     logs what it measures to ``loggers``. ``wall()`` is the run's wall time so far.
