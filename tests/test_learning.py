@@ -56,45 +56,31 @@ def test_plain_env_pendulum_learns_with_its_tuned_defaults(tmp_path: Path):
     assert summary["best_eval_return"] >= -400, summary
 
 
-def test_plain_ppo_on_pendulum_learns_with_its_tuned_defaults(tmp_path: Path):
-    """`acx train env=pendulum algo=ppo` picks conf/tuned/pendulum_ppo.yaml (the zoo's ppo.yml). Measured
-    on seeds 0-9 through the population launcher: every seed's evaluation at 52,984 env steps was -199
-    or better (seeds 0 and 1: -173 and -171), and random play scores about -1200; seeds 0 and 1 as one
-    cohort, 53k steps, must reach -300."""
-    cfg = compose_train(["env=pendulum", "algo=ppo"], tmp_path)
-    assert cfg.tuned_from.startswith("conf/tuned/pendulum_ppo.yaml")
-    sweep = tmp_path / "sweep"
-    proc = run_acx("train", "-m", "hydra/launcher=population", "env=pendulum", "algo=ppo", "seed=0,1",
-                   "total_steps=53000", *QUIET, f"hydra.sweep.dir={sweep}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    assert [s["seed"] for s in summaries] == [0, 1]
-    for summary in summaries:
-        assert summary["best_eval_return"] >= -300, summary
+# Tuned files (conf/tuned/): the plain command, seeds 0 and 1 as one cohort. Another CPU rounds
+# differently, and over thousands of updates a seed's trajectory becomes another sample of the same
+# distribution, so each budget and threshold holds for the seeds measured here (through the population
+# launcher, docs/learning.md and the searches), not only for seeds 0 and 1 on this CPU:
+# - pendulum ppo: all 10 seeds (0-9) above -300 by 52,984 env steps; random play about -1200;
+# - acrobot episodic: all 40 seeds measured (0-9, 100-109 in three settings) above -300 by 150,001;
+#   random play -500;
+# - cartpole td0: 37 of 40 seeds reach 400 within 100k (3 never learn in that budget: seed 1 here,
+#   2 of 110-129), so one of the two must; random play about 22.
+TUNED_CELLS = [("pendulum", "ppo", 70_000, -300, 2), ("acrobot", "episodic", 160_000, -300, 2),
+               ("cartpole", "td0", 100_000, 400, 1)]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "env,algo,budget,threshold",
-    [
-        # measured (docs/learning.md, seeds 0-9 through the population launcher): seeds 4 and 9 reach
-        # -91 at 20,471 and -78 at 25,129 env steps; random play scores about -500
-        ("acrobot", "episodic", 40_000, -300),
-        # seeds 4 and 9 reach 500 at 20,015 and 20,006 env steps; random play scores about 22
-        ("cartpole", "td0", 30_000, 400),
-    ],
-)
+@pytest.mark.parametrize("env,algo,budget,threshold,need", TUNED_CELLS, ids=[f"{e}-{a}" for e, a, *_ in TUNED_CELLS])
 def test_plain_command_learns_with_its_tuned_defaults(
-    tmp_path: Path, env: str, algo: str, budget: int, threshold: float
+    tmp_path: Path, env: str, algo: str, budget: int, threshold: float, need: int
 ):
-    """`acx train env=<env> algo=<algo>` picks conf/tuned/<env>_<algo>.yaml; seeds 4 and 9 as one cohort."""
-    assert compose_train([f"env={env}", f"algo={algo}"], tmp_path).tuned_from.startswith(
-        f"conf/tuned/{env}_{algo}.yaml"
-    )
+    """`acx train env=<env> algo=<algo>` picks conf/tuned/<env>_<algo>.yaml, and ``need`` of seeds 0 and 1
+    reach ``threshold`` within ``budget``."""
+    cfg = compose_train([f"env={env}", f"algo={algo}"], tmp_path)
+    assert cfg.tuned_from.startswith(f"conf/tuned/{env}_{algo}.yaml")
     sweep = tmp_path / "sweep"
-    proc = run_acx("train", "-m", "hydra/launcher=population", f"env={env}", f"algo={algo}", "seed=4,9",
+    proc = run_acx("train", "-m", "hydra/launcher=population", f"env={env}", f"algo={algo}", "seed=0,1",
                    f"total_steps={budget}", *QUIET, f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    assert sorted(s["seed"] for s in summaries) == [4, 9]
-    for summary in summaries:
-        assert summary["best_eval_return"] >= threshold, summary
+    assert sorted(s["seed"] for s in summaries) == [0, 1]
+    assert sum(s["best_eval_return"] >= threshold for s in summaries) >= need, summaries
