@@ -732,17 +732,19 @@ def check_network_fits(network: Any, factory: Any) -> None:
     """The network config must suit the env's spaces (which only the built env factory knows)."""
     import gymnasium as gym
 
+    from acx.envs.factory import ACTION_SPACE_NAMES, ACTION_SPACES
+
     obs, act = factory.observation_space, factory.action_space
     if not isinstance(obs, gym.spaces.Box):
         raise ConfigError(f"env: {factory.id} has {obs} observations; acx trains on Box observations only")
-    if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ConfigError(f"env: {factory.id} has {act} actions; acx supports Discrete and Box actions")
+    if not isinstance(act, ACTION_SPACES):
+        raise ConfigError(f"env: {factory.id} has {act} actions; acx supports {ACTION_SPACE_NAMES} actions")
     shape = tuple(obs.shape or ())
     seen = f"{factory.id} observations have shape {shape}"
     if isinstance(network, CnnNetwork):
         if len(shape) != 3:
             raise ConfigError(f"network: network=cnn needs image observations (C, H, W); {seen}: use network=mlp")
-        if not isinstance(act, gym.spaces.Discrete):
+        if isinstance(act, gym.spaces.Box):
             raise ConfigError(f"network: network=cnn supports discrete actions only; {factory.id} has {act}")
     if isinstance(network, MlpNetwork):
         if len(shape) != 1:

@@ -25,6 +25,9 @@ RUNS = {
     "cartpole": [*FAST, "total_steps=1000"],
     # with normalize.obs: the exported graph normalises its input with the checkpoint's statistics
     "pendulum": [*FAST, "env=pendulum", "total_steps=1000", "network.gaussian.mean_bound=true", "normalize.obs=true"],
+    # MultiDiscrete([3, 4, 2]) and MultiBinary((2, 2)) actions: argmax per part, in the space's shape
+    "buttons": [*FAST, "env.id=tests.toy_envs:Buttons-v0", "total_steps=1000"],
+    "bits": [*FAST, "env.id=tests.toy_envs:Bits-v0", "algo=ppo", "total_steps=1000"],
     "pong": [
         "progress=false",
         "logger=none",
@@ -83,13 +86,13 @@ def exported(tmp_path_factory, request):
 
 def check_same(actions: np.ndarray, expected: np.ndarray, space: gym.Space) -> None:
     assert actions.shape == expected.shape
-    if isinstance(space, gym.spaces.Discrete):
+    if not isinstance(space, gym.spaces.Box):
         np.testing.assert_array_equal(actions, expected)  # discrete: exactly the same actions
     else:
         np.testing.assert_allclose(actions, expected, rtol=0, atol=1e-5)
 
 
-PARAMS = ["cartpole", "pendulum", pytest.param("pong", marks=pytest.mark.slow)]
+PARAMS = ["cartpole", "pendulum", "buttons", "bits", pytest.param("pong", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("exported", PARAMS, indirect=True)
@@ -119,6 +122,14 @@ def test_the_sidecar_says_what_goes_in_and_out(exported):
     assert info["output"] == {"name": "action", "dtype": "int64", "shape": ["batch"]}
     assert info["action_space"] == meta["action_space"] and info["observation_space"]["high"][1] == "inf"
     assert info["eval_return"] == meta["progress"]["eval_return"]
+
+
+@pytest.mark.parametrize("exported", ["bits"], indirect=True)
+def test_the_sidecar_gives_multi_part_actions_in_the_spaces_shape(exported):
+    info = json.loads((exported["root"] / "onnx" / "policy.json").read_text())
+    assert info["output"] == {"name": "action", "dtype": "int64", "shape": ["batch", 2, 2]}
+    assert info["action_space"] == {"type": "MultiBinary", "shape": [2, 2]}
+    assert exported["expected"].shape == (1000, 2, 2) and set(np.unique(exported["expected"])) <= {0, 1}
 
 
 def test_gaussian_means_are_clipped_to_the_action_box():

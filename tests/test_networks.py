@@ -1,6 +1,8 @@
 """Networks and the loss: shapes, distributions vs torch.distributions, and seed 004's hand-derived
 backward pass as a reference for the autograd loss."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -32,6 +34,43 @@ def test_gumbel_sampling_follows_the_policy():
     logp = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(60000, 3)
     freq = torch.bincount(head.sample(logp), minlength=3).float() / 60000
     torch.testing.assert_close(freq, torch.tensor([0.2, 0.5, 0.3]), atol=0.01, rtol=0)
+
+
+def test_multi_categorical_head_against_hand_computed_values():
+    """MultiDiscrete([2, 3]): part 0 plays 1 with 3/4, part 1 plays 0, 1, 2 with 1/5, 3/10, 1/2."""
+    net = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.MultiDiscrete([2, 3]), hidden_sizes=[8])
+    head = net.policy_head
+    with torch.no_grad():
+        head.out.weight.zero_()  # the probabilities come from the biases alone
+        head.out.bias.copy_(torch.log(torch.tensor([0.25, 0.75, 1.0, 0.2, 0.3, 0.5])))  # slot 2 of part 0: padding
+    actions = torch.tensor([[1, 2], [0, 0]])
+    log_prob, entropy, _, std = net.evaluate_actions(torch.randn(2, 4), actions)
+    torch.testing.assert_close(log_prob, torch.tensor([math.log(0.75 * 0.5), math.log(0.25 * 0.2)]))
+    h0 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))  # 0.5623
+    h1 = -(0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5))  # 1.0297
+    torch.testing.assert_close(entropy, torch.tensor([h0 + h1, h0 + h1]))
+    assert std is None
+    logp = head(torch.zeros(60000, 8))
+    assert torch.equal(head.mode(logp[:1]), torch.tensor([[1, 2]]))
+    torch.manual_seed(0)
+    drawn = head.sample(logp)
+    assert drawn.shape == (60000, 2) and int(drawn[:, 0].max()) == 1  # the padded slot is never drawn
+    freq = [torch.bincount(drawn[:, i], minlength=n).float() / 60000 for i, n in enumerate((2, 3))]
+    torch.testing.assert_close(freq[0], torch.tensor([0.25, 0.75]), atol=0.01, rtol=0)
+    torch.testing.assert_close(freq[1], torch.tensor([0.2, 0.3, 0.5]), atol=0.01, rtol=0)
+
+
+def test_multi_binary_head_is_one_bernoulli_per_bit():
+    """MultiBinary((2, 2)): four bits, each 1 with probability 3/4 here; log-probs and the entropy sum."""
+    net = mlp_actor_critic(CARTPOLE_OBS, gym.spaces.MultiBinary((2, 2)), hidden_sizes=[8])
+    with torch.no_grad():
+        net.policy_head.out.weight.zero_()
+        net.policy_head.out.bias.copy_(torch.tensor([0.0, math.log(3.0)] * 4))
+    actions = torch.tensor([[1, 1, 0, 1]])
+    log_prob, entropy, _, _ = net.evaluate_actions(torch.randn(1, 4), actions)
+    torch.testing.assert_close(log_prob, torch.tensor([3 * math.log(0.75) + math.log(0.25)]))
+    bernoulli = torch.distributions.Bernoulli(probs=torch.tensor(0.75))
+    torch.testing.assert_close(entropy, 4 * bernoulli.entropy().reshape(1))
 
 
 @pytest.mark.parametrize("log_std", ["state_dependent", "state_independent"])

@@ -15,7 +15,11 @@ from acx.algo.normalize import ObsNormalizer, RewardNormalizer
 from acx.algo.stack import BatchedConv2d, BatchedLinear, Stack, Vmapped
 
 BOX4 = gym.spaces.Box(-1, 1, (4,), np.float32)
-ACTIONS = {"discrete": gym.spaces.Discrete(3), "box": gym.spaces.Box(-2, 2, (2,), np.float32)}
+ACTIONS = {
+    "discrete": gym.spaces.Discrete(3),
+    "multi_discrete": gym.spaces.MultiDiscrete([3, 4, 2]),  # its padding is a buffer of the head's own
+    "box": gym.spaces.Box(-2, 2, (2,), np.float32),
+}
 NETWORKS = {
     "mlp": dict(),
     "layer_norm": dict(layer_norm=True),

@@ -134,6 +134,39 @@ class CategoricalHead(nn.Module):
         return None
 
 
+class MultiCategoricalHead(CategoricalHead):
+    """Independent categoricals, one per part of a MultiDiscrete action (``nvec``); MultiBinary is the
+    case of parts of 2, each part's two logits standing for one Bernoulli's.
+
+    Its output is (..., parts, max_n) log-probs, each part's own softmax, the slots past a part's
+    ``n`` held at ``PAD`` (probability 0, never sampled). The log-prob and the entropy of an action are
+    sums over its parts; the mode and a sample are per part, (..., parts)."""
+
+    PAD = -1.0e9  # finite: exp() is exactly 0 and p * log p is 0, where -inf would give nan
+
+    def __init__(self, in_dim: int, nvec: Sequence[int], hidden: int = 0):
+        nn.Module.__init__(self)
+        nvec = [int(n) for n in nvec]
+        self.parts, self.width = len(nvec), max(nvec)
+        self.out = head_mlp(in_dim, self.parts * self.width, hidden)
+        pad = torch.zeros(self.parts, self.width)
+        for i, n in enumerate(nvec):
+            pad[i, n:] = self.PAD
+        self.register_buffer("pad", pad)
+
+    def forward(self, features: Tensor) -> Tensor:
+        logits = self.out(features)
+        logits = logits.view(*logits.shape[:-1], self.parts, self.width)
+        logits = logits + batch_broadcast(self.pad, logits, 2)
+        return torch.log_softmax(logits, dim=-1)
+
+    def log_prob(self, logp: Tensor, actions: Tensor) -> Tensor:
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def entropy(self, logp: Tensor) -> Tensor:
+        return -(logp.exp() * logp).sum((-2, -1))
+
+
 class GaussianHead(nn.Module):
     """Diagonal Gaussian over Box actions.
 
@@ -279,6 +312,10 @@ class ActorCritic(nn.Module):
 def _policy_head(in_dim: int, action_space: gym.Space, gaussian: dict | None, hidden: int = 0) -> nn.Module:
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalHead(in_dim, int(action_space.n), hidden)
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return MultiCategoricalHead(in_dim, np.asarray(action_space.nvec).flatten().tolist(), hidden)
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return MultiCategoricalHead(in_dim, [2] * int(np.prod(action_space.shape)), hidden)
     return GaussianHead(in_dim, action_space, **(gaussian or {}))  # Box (acx.config checks the spaces)
 
 

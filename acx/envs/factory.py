@@ -112,16 +112,21 @@ class Wrap:
         return bool(self.wrappers) or self.one_hot
 
 
+# the action spaces acx has a policy head for (acx.algo.networks): categorical, one categorical per part, a Gaussian
+ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Box)
+ACTION_SPACE_NAMES = "Discrete, MultiDiscrete, MultiBinary and Box"
+
+
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
     """One line naming the space for what acx cannot train on: observations that are not Box or
-    Discrete (Tuple, Dict, ...), actions that are not Discrete or Box."""
+    Discrete (Tuple, Dict, ...), actions without a head (Tuple, Text, ...)."""
     if not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
         raise ConfigError(
             f"env: {env_id} has {observation_space} observations; acx trains on Box and Discrete observations "
             "(a Tuple or Dict space: flatten it with env.wrappers=[{_target_: gymnasium.wrappers.FlattenObservation}])"
         )
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ConfigError(f"env: {env_id} has {action_space} actions; acx supports Discrete and Box actions")
+    if not isinstance(action_space, ACTION_SPACES):
+        raise ConfigError(f"env: {env_id} has {action_space} actions; acx supports {ACTION_SPACE_NAMES} actions")
 
 
 def _cartpole_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:
@@ -354,7 +359,13 @@ class GymEnvFactory:
         return self.wrap(env) if self.wrap else env
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
-        """What the env is sent for sampled actions: Box actions clipped to the space's bounds."""
-        if isinstance(self.action_space, gym.spaces.Box):
-            return np.clip(actions, self.action_space.low, self.action_space.high)
-        return actions
+        """What the env is sent for sampled actions: Box actions clipped to the space's bounds; the
+        indices of (Multi)Discrete actions shifted by the space's ``start``, in the space's dtype."""
+        space = self.action_space
+        if isinstance(space, gym.spaces.Box):
+            return np.clip(actions, space.low, space.high)
+        if isinstance(space, gym.spaces.Discrete):
+            return actions + int(space.start) if space.start else actions
+        if isinstance(space, gym.spaces.MultiDiscrete):  # the head's parts are the flattened nvec
+            actions = actions + np.asarray(space.start).reshape(-1)
+        return actions.reshape(*actions.shape[:-1], *space.shape).astype(space.dtype, copy=False)

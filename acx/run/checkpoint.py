@@ -161,6 +161,10 @@ def space_to_dict(space) -> dict[str, Any]:
 
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": np.asarray(space.nvec).tolist()}
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"type": "MultiBinary", "shape": list(space.shape)}
     if isinstance(space, gym.spaces.Box):
         return {
             "type": "Box",
@@ -174,7 +178,7 @@ def space_to_dict(space) -> dict[str, Any]:
 
 def space_signature(space: dict[str, Any]) -> str:
     """What a network depends on in a space: its type and shape (or action count), e.g. 'Box[4]'."""
-    detail = space.get("n", space.get("shape"))
+    detail = space.get("n", space.get("nvec", space.get("shape")))
     return f"{space['type']}{detail}" if detail is not None else space["type"]
 
 

@@ -2,8 +2,8 @@
 
 The graph holds everything between the env's observation and the env's action, so a program that
 runs it needs nothing of acx: the cast of the observation (uint8 frames are scaled to [0, 1] inside
-the network), the network's policy path (no critic), then argmax for discrete actions, or the
-Gaussian mean (squashed into the box when the network was trained with ``mean_bound``) clipped to
+the network), the network's policy path (no critic), then argmax for discrete actions (per part for
+MultiDiscrete and MultiBinary, in the space's shape, plus its ``start``), or the Gaussian mean (squashed into the box when the network was trained with ``mean_bound``) clipped to
 the action box. A JSON sidecar says what goes in and out, and where the policy came from.
 """
 
@@ -39,7 +39,11 @@ class DeterministicPolicy(nn.Module):
         super().__init__()
         self.encoder, self.head = net.actor_encoder, net.policy_head
         self.obs_norm = net.obs_norm  # normalize.obs: the graph normalises its input with the run's statistics
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.discrete = not isinstance(action_space, gym.spaces.Box)
+        # (Multi)Discrete: the env's action is the argmax (per part) plus the space's start, in its shape
+        self.action_shape = tuple(action_space.shape or ())
+        start = getattr(action_space, "start", 0)
+        self.register_buffer("start", torch.as_tensor(np.asarray(start).reshape(-1), dtype=torch.long))
         if not self.discrete:
             shape = (1, *action_space.shape)
             self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32).reshape(shape))
@@ -52,7 +56,8 @@ class DeterministicPolicy(nn.Module):
             observation = observation.to(torch.float32)
         out = self.head(self.encoder(observation))
         if self.discrete:
-            return torch.argmax(out, dim=-1)
+            action = torch.argmax(out, dim=-1)
+            return (action + self.start).reshape(-1, *self.action_shape)
         return torch.maximum(torch.minimum(out[0], self.high), self.low)  # the mean, clipped to the box
 
 
@@ -109,7 +114,7 @@ def sidecar(ckpt: dict[str, Any], factory, fmt: str, path: Path) -> dict[str, An
         },
         "output": {
             "name": "action",
-            "dtype": "int64" if isinstance(factory.action_space, gym.spaces.Discrete) else "float32",
+            "dtype": "float32" if isinstance(factory.action_space, gym.spaces.Box) else "int64",
             "shape": ["batch", *(factory.action_space.shape or ())],
         },
         "checkpoint": ckpt["path"],

@@ -99,7 +99,7 @@ class RolloutCollector:
         space = self.envs.single_action_space
         obs_space = self.envs.single_observation_space
         obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
-        act_shape = space.shape if space.shape else ()
+        act_shape = (int(np.prod(space.shape)),) if space.shape else ()  # the heads' flat actions
         act_dtype = torch.float32 if np.issubdtype(space.dtype, np.floating) else torch.long
         self.capacity = capacity
         self.buf_obs = torch.zeros((capacity, c, *obs_space.shape), dtype=obs_dtype, device=dev)
