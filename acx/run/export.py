@@ -3,8 +3,9 @@
 The graph holds everything between the env's observation and the env's action, so a program that
 runs it needs nothing of acx: the cast of the observation (uint8 frames are scaled to [0, 1] inside
 the network), the network's policy path (no critic), then argmax for discrete actions (per part for
-MultiDiscrete and MultiBinary, in the space's shape, plus its ``start``), or the Gaussian mean (squashed into the box when the network was trained with ``mean_bound``) clipped to
-the action box. A JSON sidecar says what goes in and out, and where the policy came from.
+MultiDiscrete and MultiBinary, in the space's shape, plus its ``start``), or the Gaussian mean
+(squashed into the box when the network was trained with ``mean_bound``) clipped to the action box.
+A JSON sidecar says what goes in and out, and where the policy came from.
 """
 
 from __future__ import annotations
