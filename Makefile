@@ -1,6 +1,6 @@
 # acx: `make train` trains CartPole with the default config, `make test` runs the test suite.
 # Both create the virtual environment first (torch==2.13.0 is installed before anything else,
-# so pip never resolves a multi-GB CUDA build), then acx with its dev, sweeps, ray, export and envpool extras.
+# so pip never resolves a multi-GB CUDA build), then acx with its dev, sweeps, ray, export, envpool, mujoco and minigrid extras.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,sweeps,ray,export,envpool,mujoco]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweeps,ray,export,envpool,mujoco,minigrid]"
 	touch $@
 
 train: venv ## train CartPole-v1 with the default config (extra Hydra overrides: make train ARGS="seed=3")

@@ -147,6 +147,7 @@ class MlpNetwork(Init):
     shared: bool = False
     bias: bool = True
     gaussian: Gaussian = Gaussian()
+    cnn_features: int = Field(256, ge=1, description="Dict observations: units after each image key's CNN")
 
 
 class CnnNetwork(Init):
@@ -732,14 +733,12 @@ def check_network_fits(network: Any, factory: Any) -> None:
     """The network config must suit the env's spaces (which only the built env factory knows)."""
     import gymnasium as gym
 
-    from acx.envs.factory import ACTION_SPACE_NAMES, ACTION_SPACES
-
-    obs, act = factory.observation_space, factory.action_space
-    if not isinstance(obs, gym.spaces.Box):
-        raise ConfigError(f"env: {factory.id} has {obs} observations; acx trains on Box observations only")
-    if not isinstance(act, ACTION_SPACES):
-        raise ConfigError(f"env: {factory.id} has {act} actions; acx supports {ACTION_SPACE_NAMES} actions")
-    shape = tuple(obs.shape or ())
+    obs, act = factory.observation_space, factory.action_space  # spaces acx can read (acx.envs.factory.check_spaces)
+    if isinstance(obs, gym.spaces.Dict):  # network=mlp gives each key an encoder of its own (DictEncoder)
+        if not isinstance(network, MlpNetwork):
+            raise ConfigError(f"network: {factory.id} has Dict observations: use network=mlp (an encoder per key)")
+    # a Dict's keys reach the MLP as one flat vector, from the encoders
+    shape = (1,) if isinstance(obs, gym.spaces.Dict) else tuple(obs.shape or ())
     seen = f"{factory.id} observations have shape {shape}"
     if isinstance(network, CnnNetwork):
         if len(shape) != 3:

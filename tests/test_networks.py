@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from acx.algo.losses import ActorCriticLoss
-from acx.algo.networks import cnn_actor_critic, mlp_actor_critic
+from acx.algo.networks import DictLayout, cnn_actor_critic, mlp_actor_critic
+from acx.algo.normalize import ObsNormalizer
+from acx.envs.dict_obs import pack
 
 CARTPOLE_OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 PENDULUM_ACT = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
@@ -71,6 +73,39 @@ def test_multi_binary_head_is_one_bernoulli_per_bit():
     torch.testing.assert_close(log_prob, torch.tensor([3 * math.log(0.75) + math.log(0.25)]))
     bernoulli = torch.distributions.Bernoulli(probs=torch.tensor(0.75))
     torch.testing.assert_close(entropy, 4 * bernoulli.entropy().reshape(1))
+
+
+def test_dict_observations_packed_then_encoded_per_key():
+    """The env side packs a Dict in Gymnasium's key order; the network splits it again: an image
+    (channels last here) through the Nature CNN, a Discrete one-hot (from its start), a Box as it is;
+    normalize.obs normalises the Box key only."""
+    space = gym.spaces.Dict(
+        {
+            "pos": gym.spaces.Box(-1, 1, (2,), np.float32),
+            "cam": gym.spaces.Box(0, 255, (40, 40, 3), np.uint8),
+            "room": gym.spaces.Discrete(3, start=1),
+        }
+    )
+    layout = DictLayout(space)
+    assert [(e.key, e.kind, e.offset, e.size) for e in layout.entries] == [
+        ("cam", "image", 0, 4800), ("pos", "box", 4800, 2), ("room", "discrete", 4802, 1)
+    ]  # fmt: skip
+    assert layout.entries[0].image_chw == (3, 40, 40) and layout.normalized().sum() == 2
+    cam = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    packed = pack(space, {"pos": np.array([0.5, -0.5], np.float32), "cam": cam, "room": 3})
+    np.testing.assert_array_equal(packed[4800:], [0.5, -0.5, 3.0])
+    net = mlp_actor_critic(space, gym.spaces.Discrete(2), hidden_sizes=[8], cnn_features=16)
+    encoder = net.actor_encoder[0]
+    assert encoder.out_dim == 16 + 2 + 3
+    features = encoder(torch.from_numpy(packed)[None])
+    cnn_alone = encoder.cnns["cam"](torch.from_numpy(cam).permute(2, 0, 1)[None].float())  # (C, H, W)
+    torch.testing.assert_close(features[0, :16], cnn_alone[0])
+    torch.testing.assert_close(features[0, 16:], torch.tensor([0.5, -0.5, 0.0, 0.0, 1.0]))  # room 3: index 2
+    norm = ObsNormalizer((layout.size,), only=torch.from_numpy(layout.normalized()))
+    norm.rms.mean.fill_(100.0)
+    out = norm(torch.from_numpy(packed)[None])[0]
+    torch.testing.assert_close(out[:4800], torch.from_numpy(packed[:4800]))  # the image as it was
+    assert out[4800] == -10.0 and out[4802] == 3.0  # (0.5 - 100) / 1 clipped at -10; the Discrete as it was
 
 
 @pytest.mark.parametrize("log_std", ["state_dependent", "state_independent"])

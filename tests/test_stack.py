@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from acx.algo.networks import cnn_actor_critic, mlp_actor_critic
+from acx.algo.networks import DictLayout, cnn_actor_critic, mlp_actor_critic
 from acx.algo.normalize import ObsNormalizer, RewardNormalizer
 from acx.algo.stack import BatchedConv2d, BatchedLinear, Stack, Vmapped
+from acx.envs.dict_obs import pack
 
 BOX4 = gym.spaces.Box(-1, 1, (4,), np.float32)
 ACTIONS = {
@@ -55,6 +56,27 @@ def check_rows(batched, alone, rtol=1e-5, atol=1e-6) -> None:
     for k, own in enumerate(alone):
         for a, b in zip(flat(batched), flat(own), strict=True):
             torch.testing.assert_close(a[k], b, rtol=rtol, atol=atol)
+
+
+DICT_OBS = gym.spaces.Dict(
+    {"frame": gym.spaces.Box(0, 255, (36, 36, 2), np.uint8), "goal": gym.spaces.Discrete(3), "x": BOX4}
+)
+
+
+def test_a_dict_observations_encoders_stack_too():
+    """The Dict encoder (a CNN for the image key, one-hot for the Discrete) and a normaliser of the
+    Box key only, for three members at once, as each member alone."""
+    layout = DictLayout(DICT_OBS)
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = mlp_actor_critic(DICT_OBS, ACTIONS["discrete"], hidden_sizes=(16,), cnn_features=8)
+        net.obs_norm = ObsNormalizer((layout.size,), only=torch.from_numpy(layout.normalized()))
+        net.obs_norm.rms.update(torch.randn(50, layout.size) * (seed + 1))
+        nets.append(net)
+    stack = Stack(nets)
+    obs = torch.from_numpy(np.stack([[pack(DICT_OBS, DICT_OBS.sample()) for _ in range(5)] for _ in range(3)]))
+    check_rows(stack.batched(obs), [net(obs[k]) for k, net in enumerate(nets)])
 
 
 @pytest.mark.parametrize("kind", list(NETWORKS))

@@ -12,6 +12,11 @@
   episode, so the best return is 20 and random play's is 20 x (1/3 + 1/4 + 1/2) / 3 = 7.2.
 - ``Bits-v0``: a MultiBinary((2, 2)) action for four random signs shown as +-1; bit i pays when it is
   1 exactly where sign i is +. Each step pays the fraction of bits right: best 20, random 10.
+- ``Beacon-v0``: Dict observations: ``"goal"`` a Discrete(3), a 36 x 36 x 1 uint8 ``"frame"``, dark
+  or bright, and ``"noise"``, a Box(2) of float64 distractors around 1000 (``normalize.obs`` scales
+  them). Action ``(goal + 1) % 3`` pays under a bright frame, ``goal`` under a dark one: a policy
+  needs both keys. 20 steps per episode: the best return is 20, random play's 6.7, and a policy
+  blind to the frame (or to the goal) gets 10 at most.
 """
 
 from __future__ import annotations
@@ -88,7 +93,46 @@ class Bits(gym.Env):
         return self._obs(), float(right.mean()), False, False, {}
 
 
+class Beacon(gym.Env):
+    action_space = gym.spaces.Discrete(3)
+
+    def __init__(self, extra: str | None = None):
+        """``extra="text"``: a Text key "mission" too (as MiniGrid's), which acx refuses."""
+        spaces = {
+            "goal": gym.spaces.Discrete(3),
+            "noise": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
+            "frame": gym.spaces.Box(0, 255, (36, 36, 1), np.uint8),
+        }
+        if extra == "text":
+            spaces["mission"] = gym.spaces.Text(20)
+        self.observation_space = gym.spaces.Dict(spaces)
+
+    def _obs(self) -> dict:
+        self.goal = int(self.np_random.integers(3))
+        self.bright = bool(self.np_random.random() < 0.5)
+        frame = np.full((36, 36, 1), 200 if self.bright else 20, dtype=np.uint8)
+        obs = {"goal": self.goal, "noise": 1000 + self.np_random.normal(size=2), "frame": frame}
+        return {**obs, "mission": "go"} if "mission" in self.observation_space.spaces else obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(action) == (self.goal + self.bright) % 3)
+        return self._obs(), reward, False, False, {}
+
+
+class Chatty(gym.Env):
+    """Text observations, which acx refuses."""
+
+    observation_space = gym.spaces.Text(20)
+    action_space = gym.spaces.Discrete(2)
+
+
 gym.register("SignBandit-v0", entry_point=SignBandit, max_episode_steps=20)
 gym.register("PayEveryStep-v0", entry_point=PayEveryStep, max_episode_steps=20)
 gym.register("Buttons-v0", entry_point=Buttons, max_episode_steps=20)
 gym.register("Bits-v0", entry_point=Bits, max_episode_steps=20)
+gym.register("Beacon-v0", entry_point=Beacon, max_episode_steps=20)
+gym.register("Chatty-v0", entry_point=Chatty)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 # the names acx.config allows for network.activation and network.init
@@ -95,6 +97,120 @@ class NatureCNN(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.float() / 255.0)
+
+
+NATURE_CNN_MIN_SIZE = 36  # the smallest height and width the Nature CNN's 8/4, 4/2, 3/1 convolutions take
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key of the Dict: where it lies in the flat vector and how the network reads it."""
+
+    key: str
+    kind: str  # "image" | "discrete" | "box"
+    shape: tuple[int, ...]  # the key's own shape (() for a Discrete)
+    offset: int
+    size: int
+    n: int = 0  # a Discrete's number of values
+    start: int = 0  # a Discrete's first value
+    channels_last: bool = False  # an image stored (H, W, C)
+
+    @property
+    def image_chw(self) -> tuple[int, int, int]:
+        h, w, c = self.shape if self.channels_last else (*self.shape[1:], self.shape[0])
+        return c, h, w
+
+
+def _kind(space: gym.Space) -> str:
+    """How the network reads a key (acx.envs.dict_obs refuses the spaces with no kind, at the env)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return "discrete"
+    if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3:
+        h, w = sorted(space.shape)[1:]  # the two largest dims; the smallest is the channels
+        return "image" if min(h, w) >= NATURE_CNN_MIN_SIZE else "box"
+    return "box"  # any other Box, MultiBinary
+
+
+class DictLayout:
+    """The keys of a Dict space in the flat float32 vector the env side packs (``acx.envs.dict_obs``):
+    in Gymnasium's key order, a Discrete as its value, anything else flattened. What each key gets:
+
+    - ``image``: a uint8 Box of 3 dims, at least 36 x 36 (what the Nature CNN reads), channels first or
+      last as SB3 decides (the smallest dim is the channels): the Nature CNN, then a linear layer;
+    - ``discrete``: a Discrete: one-hot;
+    - ``box``: any other Box (MiniGrid's 7 x 7 x 3 symbolic grid too) and MultiBinary: the values as
+      they are, into the MLP; ``normalize.obs`` normalises these keys only."""
+
+    def __init__(self, space: gym.spaces.Dict):
+        self.space = space
+        self.entries: list[Entry] = []
+        offset = 0
+        for key, sub in space.spaces.items():
+            kind = _kind(sub)
+            shape = tuple(sub.shape or ())
+            size = 1 if kind == "discrete" else int(np.prod(shape))
+            self.entries.append(
+                Entry(
+                    key=key,
+                    kind=kind,
+                    shape=shape,
+                    offset=offset,
+                    size=size,
+                    n=int(sub.n) if kind == "discrete" else 0,
+                    start=int(sub.start) if kind == "discrete" else 0,
+                    channels_last=kind == "image" and int(np.argmin(shape)) != 0,
+                )
+            )
+            offset += size
+        self.size = offset
+        self.packed_space = gym.spaces.Box(-np.inf, np.inf, (self.size,), np.float32)
+
+    @property
+    def keys(self) -> list[str]:
+        return [e.key for e in self.entries]
+
+    def normalized(self) -> np.ndarray:
+        """Which entries of the flat vector ``normalize.obs`` normalises: those of the Box keys."""
+        mask = np.zeros(self.size, dtype=bool)
+        for e in self.entries:
+            mask[e.offset : e.offset + e.size] = e.kind == "box"
+        return mask
+
+
+class DictEncoder(nn.Module):
+    """Dict observations, packed into one flat vector at the env (``acx.envs.dict_obs``), split by key
+    and encoded each by its kind, then concatenated: the Nature CNN and a ``cnn_features``-unit layer
+    for an image, one-hot for a Discrete, the values as they are for a Box (the MLP after this reads
+    them), as SB3's ``CombinedExtractor`` does."""
+
+    stacks_by_broadcast = True
+
+    def __init__(self, layout: DictLayout, cnn_features: int = 256):
+        super().__init__()
+        self.entries = layout.entries
+        self.cnns = nn.ModuleDict()
+        self.out_dim = 0
+        for e in self.entries:
+            if e.kind == "image":
+                c, h, w = e.image_chw
+                cnn = NatureCNN(c, (h, w))
+                self.cnns[e.key] = nn.Sequential(cnn, nn.Linear(cnn.out_dim, cnn_features), nn.ReLU())
+                self.out_dim += cnn_features
+            else:
+                self.out_dim += e.n if e.kind == "discrete" else e.size
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead, parts = x.shape[:-1], []
+        for e in self.entries:
+            v = x[..., e.offset : e.offset + e.size]
+            if e.kind == "image":
+                v = v.reshape(*lead, *e.shape)
+                parts.append(self.cnns[e.key](v.movedim(-1, -3) if e.channels_last else v))
+            elif e.kind == "discrete":
+                parts.append(F.one_hot(v[..., 0].long() - e.start, e.n).to(x.dtype))
+            else:
+                parts.append(v)
+        return torch.cat(parts, dim=-1)
 
 
 class CategoricalHead(nn.Module):
@@ -347,12 +463,20 @@ def mlp_actor_critic(
     policy_init_gain: float = 0.01,
     value_init_gain: float = 1.0,
     gaussian: dict | None = None,
+    cnn_features: int = 256,
 ) -> ActorCritic:
-    """MLP actor-critic for flat observations: separate MLPs, or one shared trunk (``shared``)."""
-    in_dim = int(observation_space.shape[0])
+    """MLP actor-critic for flat observations: separate MLPs, or one shared trunk (``shared``). Dict
+    observations get a ``DictEncoder`` in front of each MLP (``cnn_features`` units per image key)."""
     hidden_sizes = list(hidden_sizes)
-    actor = mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
-    critic = None if shared else mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
+
+    def trunk() -> nn.Module:
+        if not isinstance(observation_space, gym.spaces.Dict):
+            return mlp(int(observation_space.shape[0]), hidden_sizes, activation, layer_norm, bias)
+        encoder = DictEncoder(DictLayout(observation_space), cnn_features)
+        return nn.Sequential(encoder, mlp(encoder.out_dim, hidden_sizes, activation, layer_norm, bias))
+
+    actor = trunk()
+    critic = None if shared else trunk()
     feat = hidden_sizes[-1]
     policy_head = _policy_head(feat, action_space, gaussian)
     if not bias:  # seed 004 has no biases anywhere

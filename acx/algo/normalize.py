@@ -69,17 +69,21 @@ class ObsNormalizer(nn.Module):
 
     stacks_by_broadcast = True
 
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8):
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8, only: Tensor | None = None):
         super().__init__()
         self.rms = RunningMeanStd(shape)
         self.clip, self.epsilon = float(clip), float(epsilon)
+        # ``only``: which entries are normalised (a packed Dict's Box keys); the others pass as they are
+        self.only: Tensor | None
+        self.register_buffer("only", None if only is None else only.to(torch.bool).reshape(shape))
 
     def forward(self, obs: Tensor) -> Tensor:
         features = len(self.rms.shape)
         mean = batch_broadcast(self.rms.mean, obs, features)
         var = batch_broadcast(self.rms.var, obs, features)
         x = (obs.to(torch.float64) - mean) / torch.sqrt(var + self.epsilon)
-        return x.clamp(-self.clip, self.clip).to(torch.float32)
+        x = x.clamp(-self.clip, self.clip).to(torch.float32)
+        return x if self.only is None else torch.where(batch_broadcast(self.only, obs, features), x, obs.float())
 
     def update(self, obs: Tensor, valid: Tensor) -> None:
         """A rollout's observations (lead dims, T, N, *shape) where ``valid`` (lead dims, T, N)."""

@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from acx.envs.dict_obs import PackDict, check_keys
 from acx.errors import ConfigError
 
 
@@ -93,8 +94,8 @@ class Wrap:
     """``env.wrappers``: Gymnasium wrappers (``_target_`` configs, applied in order, the first one
     innermost), as rl-baselines3-zoo's ``env_wrapper``; a picklable callable for ``gym.make_vec``."""
 
-    def __init__(self, wrappers: Sequence[Mapping[str, Any]], one_hot: bool = False):
-        self.wrappers, self.one_hot = [dict(w) for w in wrappers], one_hot
+    def __init__(self, wrappers: Sequence[Mapping[str, Any]], one_hot: bool = False, pack: bool = False):
+        self.wrappers, self.one_hot, self.pack = [dict(w) for w in wrappers], one_hot, pack
 
     def __call__(self, env: gym.Env) -> gym.Env:
         from hydra.errors import InstantiationException
@@ -106,10 +107,12 @@ class Wrap:
             except InstantiationException as exc:
                 cause = exc.__cause__ or exc
                 raise ConfigError(f"env.wrappers[{i}]: {str(cause).strip().splitlines()[0]}") from None
+        if self.pack:  # Dict observations as one flat vector (acx.envs.dict_obs)
+            return PackDict(env)
         return OneHot(env) if self.one_hot else env
 
     def __bool__(self) -> bool:
-        return bool(self.wrappers) or self.one_hot
+        return bool(self.wrappers) or self.one_hot or self.pack
 
 
 # the action spaces acx has a policy head for (acx.algo.networks): categorical, one categorical per part, a Gaussian
@@ -118,12 +121,19 @@ ACTION_SPACE_NAMES = "Discrete, MultiDiscrete, MultiBinary and Box"
 
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
-    """One line naming the space for what acx cannot train on: observations that are not Box or
-    Discrete (Tuple, Dict, ...), actions without a head (Tuple, Text, ...)."""
-    if not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
+    """One line naming the space for what acx cannot train on: observations that are not Box, Discrete
+    or a Dict of those (Tuple, Text, Graph, Sequence, ...), actions without a head (Tuple, Text, ...)."""
+    if isinstance(observation_space, gym.spaces.Dict):
+        check_keys(observation_space, env_id)
+    elif not isinstance(observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        hint = (
+            " (a Tuple: flatten it with env.wrappers=[{_target_: gymnasium.wrappers.FlattenObservation}])"
+            if isinstance(observation_space, gym.spaces.Tuple)
+            else ""
+        )
         raise ConfigError(
-            f"env: {env_id} has {observation_space} observations; acx trains on Box and Discrete observations "
-            "(a Tuple or Dict space: flatten it with env.wrappers=[{_target_: gymnasium.wrappers.FlattenObservation}])"
+            f"env: {env_id} has {observation_space} observations; acx trains on Box, Discrete and Dict "
+            f"observations{hint}"
         )
     if not isinstance(action_space, ACTION_SPACES):
         raise ConfigError(f"env: {env_id} has {action_space} actions; acx supports {ACTION_SPACE_NAMES} actions")
@@ -305,11 +315,16 @@ class GymEnvFactory:
         except TypeError as exc:  # a keyword the env's constructor (or a wrapper's) does not take
             raise ConfigError(f"env.kwargs: {id} does not take them ({exc})") from None
         check_spaces(name, probe.observation_space, probe.action_space)
-        if isinstance(probe.observation_space, gym.spaces.Discrete):  # FrozenLake, Taxi: one-hot encoded
-            self.wrap.one_hot = True
+        # the space the network is built for: a Dict's keys are packed into one vector at the env and split
+        # again by the network (acx.envs.dict_obs); Discrete observations (FrozenLake, Taxi) are one-hot encoded
+        self.observation_space = probe.observation_space
+        if isinstance(probe.observation_space, (gym.spaces.Discrete, gym.spaces.Dict)):
+            self.wrap.one_hot = isinstance(probe.observation_space, gym.spaces.Discrete)
+            self.wrap.pack = not self.wrap.one_hot
             probe.close()
             probe = self.make_single()
-        self.observation_space = probe.observation_space
+            if self.wrap.one_hot:
+                self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         self.episode_limit = probe.spec.max_episode_steps if probe.spec else None
         probe.close()

@@ -11,12 +11,13 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from acx.algo.networks import ActorCritic
+from acx.algo.networks import ActorCritic, DictLayout
 from acx.algo.normalize import ObsNormalizer, RewardNormalizer
 from acx.algo.update import Learner
 from acx.config import upgrade_targets
@@ -44,8 +45,12 @@ def build_network(
     running statistics that ``normalize`` switches on (``acx.algo.normalize``) among its buffers."""
     net = instantiate(network_cfg, observation_space=factory.observation_space, action_space=factory.action_space)
     if normalize and normalize.get("obs"):
-        shape = tuple(factory.observation_space.shape)
-        net.obs_norm = ObsNormalizer(shape, normalize.get("clip_obs", 10.0), normalize.get("epsilon", 1e-8))
+        space, only = factory.observation_space, None
+        if isinstance(space, gym.spaces.Dict):  # the packed vector's Box keys only (acx.envs.dict_obs)
+            layout = DictLayout(space)
+            space, only = layout.packed_space, torch.from_numpy(layout.normalized())
+        clip, epsilon = normalize.get("clip_obs", 10.0), normalize.get("epsilon", 1e-8)
+        net.obs_norm = ObsNormalizer(tuple(space.shape), clip, epsilon, only=only)
     if normalize and normalize.get("reward"):
         net.reward_norm = RewardNormalizer(normalize.get("clip_reward", 10.0), normalize.get("epsilon", 1e-8))
     return net.to(device)

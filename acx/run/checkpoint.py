@@ -165,6 +165,8 @@ def space_to_dict(space) -> dict[str, Any]:
         return {"type": "MultiDiscrete", "nvec": np.asarray(space.nvec).tolist()}
     if isinstance(space, gym.spaces.MultiBinary):
         return {"type": "MultiBinary", "shape": list(space.shape)}
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "Dict", "spaces": {key: space_to_dict(sub) for key, sub in space.spaces.items()}}
     if isinstance(space, gym.spaces.Box):
         return {
             "type": "Box",
@@ -177,7 +179,10 @@ def space_to_dict(space) -> dict[str, Any]:
 
 
 def space_signature(space: dict[str, Any]) -> str:
-    """What a network depends on in a space: its type and shape (or action count), e.g. 'Box[4]'."""
+    """What a network depends on in a space: its type and shape (or action count), e.g. 'Box[4]'; a
+    Dict's keys with theirs."""
+    if space["type"] == "Dict":
+        return "Dict(" + ", ".join(f"{k}: {space_signature(v)}" for k, v in space["spaces"].items()) + ")"
     detail = space.get("n", space.get("nvec", space.get("shape")))
     return f"{space['type']}{detail}" if detail is not None else space["type"]
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 import acx
-from acx.algo.networks import ActorCritic
+from acx.algo.networks import ActorCritic, DictLayout
 from acx.config import ExportConfig, validate
 from acx.run.build import build_from_checkpoint
 from acx.run.checkpoint import load_checkpoint
@@ -36,9 +37,12 @@ FILES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
 class DeterministicPolicy(nn.Module):
     """The acting half of an ActorCritic as one module: observation batch -> env action batch."""
 
-    def __init__(self, net: ActorCritic, action_space: gym.Space):
+    def __init__(self, net: ActorCritic, action_space: gym.Space, observation_space: gym.Space | None = None):
         super().__init__()
         self.encoder, self.head = net.actor_encoder, net.policy_head
+        # Dict observations: one input per key, packed here as the env side packs them (acx.envs.dict_obs)
+        is_dict = isinstance(observation_space, gym.spaces.Dict)
+        self.layout = DictLayout(observation_space) if is_dict else None
         self.obs_norm = net.obs_norm  # normalize.obs: the graph normalises its input with the run's statistics
         self.discrete = not isinstance(action_space, gym.spaces.Box)
         # (Multi)Discrete: the env's action is the argmax (per part) plus the space's start, in its shape
@@ -50,7 +54,12 @@ class DeterministicPolicy(nn.Module):
             self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32).reshape(shape))
             self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32).reshape(shape))
 
-    def forward(self, observation: Tensor) -> Tensor:
+    def pack(self, parts: Sequence[Tensor]) -> Tensor:
+        """The keys' batches (in the layout's order) as the flat float32 vectors the network reads."""
+        return torch.cat([x.reshape(x.shape[0], -1).to(torch.float32) for x in parts], dim=-1)
+
+    def forward(self, *observation: Tensor) -> Tensor:
+        observation = self.pack(observation) if self.layout is not None else observation[0]
         if self.obs_norm is not None:
             observation = self.obs_norm(observation)
         elif observation.dtype != torch.uint8:  # uint8 frames stay uint8: the CNN scales them itself
@@ -62,13 +71,26 @@ class DeterministicPolicy(nn.Module):
         return torch.maximum(torch.minimum(out[0], self.high), self.low)  # the mean, clipped to the box
 
 
-def example_observations(space: gym.spaces.Box, n: int = 2) -> Tensor:
-    """A batch of observations of the right shape and dtype for tracing."""
-    dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
-    return torch.zeros((n, *space.shape), dtype=dtype)
+def graph_inputs(space: gym.Space) -> list[dict[str, Any]]:
+    """The exported graph's inputs: ``observation``, or one per key of a Dict (uint8 images stay uint8,
+    a Discrete key is its value as int64, any other key float32)."""
+    if not isinstance(space, gym.spaces.Dict):
+        return [{"name": "observation", "dtype": "uint8" if space.dtype == np.uint8 else "float32",
+                 "shape": ["batch", *space.shape]}]  # fmt: skip
+    inputs = []
+    for key, sub in space.spaces.items():
+        dtype = "int64" if isinstance(sub, gym.spaces.Discrete) else "uint8" if sub.dtype == np.uint8 else "float32"
+        inputs.append({"name": key, "dtype": dtype, "shape": ["batch", *(sub.shape or ())]})
+    return inputs
 
 
-def export_policy(policy: DeterministicPolicy, space: gym.spaces.Box, fmt: str, path: Path) -> Path:
+def example_observations(space: gym.Space, n: int = 2) -> tuple[Tensor, ...]:
+    """A batch of observations of the right shapes and dtypes for tracing, one per graph input."""
+    dtypes = {"uint8": torch.uint8, "int64": torch.long, "float32": torch.float32}
+    return tuple(torch.zeros((n, *i["shape"][1:]), dtype=dtypes[i["dtype"]]) for i in graph_inputs(space))
+
+
+def export_policy(policy: DeterministicPolicy, space: gym.Space, fmt: str, path: Path) -> Path:
     """Write ``policy`` as ONNX (batch size free) or as a traced TorchScript module."""
     example = example_observations(space)
     policy.eval().requires_grad_(False)  # a user's program gets plain tensors back, not autograd ones
@@ -85,11 +107,11 @@ def export_policy(policy: DeterministicPolicy, space: gym.spaces.Box, fmt: str, 
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not the user's
         program = torch.onnx.export(
             policy,
-            (example,),
+            example,
             dynamo=True,
-            input_names=["observation"],
+            input_names=[i["name"] for i in graph_inputs(space)],
             output_names=["action"],
-            dynamic_shapes={"observation": {0: batch}},
+            dynamic_shapes={"observation": tuple({0: batch} for _ in example)},
             external_data=False,
             verbose=False,
         )
@@ -108,11 +130,9 @@ def sidecar(ckpt: dict[str, Any], factory, fmt: str, path: Path) -> dict[str, An
         "env_id": meta["env_id"],
         "observation_space": meta["observation_space"],
         "action_space": meta["action_space"],
-        "input": {
-            "name": "observation",
-            "dtype": "uint8" if space.dtype == np.uint8 else "float32",
-            "shape": ["batch", *space.shape],
-        },
+        # one input, or (Dict observations) one per key: "inputs" lists them all either way
+        **({"input": graph_inputs(space)[0]} if not isinstance(space, gym.spaces.Dict) else {}),
+        "inputs": graph_inputs(space),
         "output": {
             "name": "action",
             "dtype": "float32" if isinstance(factory.action_space, gym.spaces.Box) else "int64",
@@ -145,7 +165,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     device = instantiate(cfg.device)
     ckpt = load_checkpoint(args.ckpt, map_location=device)
     factory, net = build_from_checkpoint(ckpt, device)
-    policy = DeterministicPolicy(net.cpu(), factory.action_space)
+    policy = DeterministicPolicy(net.cpu(), factory.action_space, factory.observation_space)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = export_policy(policy, factory.observation_space, args.format, out_dir / FILES[args.format])
     info = sidecar(ckpt, factory, args.format, path)
