@@ -150,6 +150,15 @@ class MlpNetwork(Init):
     cnn_features: int = Field(256, ge=1, description="Dict observations: units after each image key's CNN")
 
 
+class LstmNetwork(Init):
+    target: Literal["acx.algo.networks.lstm_actor_critic"] = Field(alias="_target_")
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64], min_length=0)
+    lstm_hidden: int = Field(64, ge=1)
+    activation: Literal[ACTIVATIONS] = "tanh"
+    gaussian: Gaussian = Gaussian()
+    cnn_features: int = Field(256, ge=1, description="Dict observations: units after each image key's CNN")
+
+
 class CnnNetwork(Init):
     target: Literal["acx.algo.networks.cnn_actor_critic"] = Field(alias="_target_")
     head_hidden: int = Field(0, ge=0, description="0: one shared 512-unit layer")
@@ -381,7 +390,7 @@ class TrainConfig(Schema):
     log: Log
     progress: bool = True
     env: by_target(GymEnv, AtariEnv)
-    network: by_target(MlpNetwork, CnnNetwork)
+    network: by_target(MlpNetwork, CnnNetwork, LstmNetwork)
     algo: Algo
     optimizer: OptimizerGroup
     lr_schedule: by_target(ConstantLR, LinearLR) | None = None
@@ -396,6 +405,15 @@ class TrainConfig(Schema):
             raise ValueError(
                 "optimizer: separate actor and critic optimizers need separate networks (network=mlp, "
                 "network.shared=false)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _recurrent_minibatches_are_env_columns(self) -> TrainConfig:
+        if isinstance(self.network, LstmNetwork) and self.algo.minibatches > self.algo.num_envs:
+            raise ValueError(
+                f"algo.minibatches: network=lstm's minibatches are whole env columns, so at most algo.num_envs "
+                f"({self.algo.num_envs}), got {self.algo.minibatches}"
             )
         return self
 
@@ -734,8 +752,8 @@ def check_network_fits(network: Any, factory: Any) -> None:
     import gymnasium as gym
 
     obs, act = factory.observation_space, factory.action_space  # spaces acx can read (acx.envs.factory.check_spaces)
-    if isinstance(obs, gym.spaces.Dict):  # network=mlp gives each key an encoder of its own (DictEncoder)
-        if not isinstance(network, MlpNetwork):
+    if isinstance(obs, gym.spaces.Dict):  # network=mlp and lstm give each key an encoder of its own (DictEncoder)
+        if isinstance(network, CnnNetwork):
             raise ConfigError(f"network: {factory.id} has Dict observations: use network=mlp (an encoder per key)")
     # a Dict's keys reach the MLP as one flat vector, from the encoders
     shape = (1,) if isinstance(obs, gym.spaces.Dict) else tuple(obs.shape or ())
@@ -745,8 +763,10 @@ def check_network_fits(network: Any, factory: Any) -> None:
             raise ConfigError(f"network: network=cnn needs image observations (C, H, W); {seen}: use network=mlp")
         if isinstance(act, gym.spaces.Box):
             raise ConfigError(f"network: network=cnn supports discrete actions only; {factory.id} has {act}")
-    if isinstance(network, MlpNetwork):
+    if isinstance(network, (MlpNetwork, LstmNetwork)):
         if len(shape) != 1:
+            if isinstance(network, LstmNetwork):
+                raise ConfigError(f"network: network=lstm reads flat vector or Dict observations; {seen}")
             raise ConfigError(f"network: network=mlp needs flat vector observations; {seen}: use network=cnn")
         if not isinstance(act, gym.spaces.Box):
             default = Gaussian()

@@ -3,6 +3,7 @@ cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`
 
     make learning                  # or: python bench/learning.py [--seeds 10] [--reuse | --tuned-only]
     make learning ARGS="--env cartpole --env acrobot"   # train these envs only, reuse the others' sweeps
+    make learning ARGS=--spaces    # the Dict, MultiDiscrete and network=lstm sweeps only, reuse the rest
 
 Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
 the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
@@ -43,6 +44,17 @@ ENVS = {
 # the tuned defaults (conf/tuned/<env>_<variant>.yaml) measured against that baseline: `acx train env=<env>`
 TUNED = [("cartpole", "td0", 100_000), ("acrobot", "episodic", 200_000), ("pendulum", "nstep", 200_000),
          ("pendulum", "ppo", 100_000)]  # fmt: skip
+# spaces and memory (`--spaces`): (sweep, what it shows, env preset, variant, budget, overrides); the CartPole
+# without velocities pair differs only in the network, on the tuned file both pick
+SPACES = [
+    ("spaces_novel_lstm", "network=lstm, velocities hidden", "cartpole_novel", "ppo", 100_000, ["network=lstm"]),
+    ("spaces_novel_mlp", "network=mlp, velocities hidden", "cartpole_novel", "ppo", 100_000, ["network=mlp"]),
+    ("spaces_minigrid", "Dict observations (image, direction)", "minigrid", "ppo", 100_000, []),
+    ("spaces_buttons", "MultiDiscrete([3, 4, 2]) actions", "cartpole", "nstep", 20_000,
+     ["~tuned", "env.id=tests.toy_envs:Buttons-v0", "env.reward_threshold=19"]),
+]  # fmt: skip
+# the recurrent core's cost: one seed, a fixed budget, each network alone on the same CartPole settings
+COST = [("nstep", 50_000), ("ppo", 50_000)]
 
 
 def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int, variants=VARIANTS) -> float:
@@ -57,6 +69,16 @@ def train(sweep_dir: Path, env: str, budget: int, extra: list[str], seeds: int, 
     started = time.perf_counter()
     subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
+
+
+def timed(run_dir: Path, overrides: list[str]) -> float:
+    """One `acx train` to its budget; its training env steps per second (from its summary)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    args = [ACX, "train", *overrides, "stop=budget", "logger=none", "progress=false", f"hydra.run.dir={run_dir}"]
+    subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return summary["env_steps"] / summary["wall_seconds"]
 
 
 def cell(row: dict) -> dict[str, str]:
@@ -176,6 +198,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
 
     tuned_lines, tuned_cells = tuned_section(runs, figures, reps, walls, seeds)
     lines += tuned_lines
+    lines += spaces_section(runs, figures, reps, walls, seeds)
     cells += tuned_cells
     matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
     estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
@@ -276,6 +299,58 @@ def tuned_section(
     return lines + figures_of, cells
 
 
+def spaces_section(runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int) -> list[str]:
+    """Dict observations, MultiDiscrete actions and network=lstm, each against random play (and the
+    LSTM against the MLP), and the LSTM's cost (nothing when no SPACES sweep is in ``runs``)."""
+    import minigrid  # noqa: F401  (registers MiniGrid's ids: random play's score below)
+
+    import tests.toy_envs  # noqa: F401  (registers Buttons-v0)
+    from acx.analysis.scores import random_score
+
+    if not any((runs / name).is_dir() for name, *_ in SPACES):
+        return []
+    lines = [
+        "",
+        "## Spaces and memory: Dict observations, MultiDiscrete actions, `network=lstm`",
+        "",
+        f"The same seeds (0..{seeds - 1}): `acx train -m hydra/launcher=population env=<env> algo=<variant> "
+        f"'seed=range(0,{seeds})' total_steps=<budget> <overrides>`. CartPole without its velocities "
+        "(`env=cartpole_novel`, the zoo's CartPoleNoVel-v1) trains both networks on the zoo's RecurrentPPO "
+        "settings (`conf/tuned/cartpole_novel_ppo.yaml`); Buttons-v0 is the tests' own MultiDiscrete env "
+        "(`tests/toy_envs.py`). *Random play*: the mean return of uniform random actions over 100 episodes.",
+        "",
+        "| sweep | env | variant | reached | confirmed | final return, IQM [95% CI] | best return, IQM [95% CI] "
+        "| random play | steps to threshold (median) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    figures_of = []
+    for name, what, _env, variant, budget, overrides in SPACES:
+        if not (runs / name).is_dir():
+            continue
+        report = write_report(runs / name, out=figures / name, reps=reps)
+        row = report.rows[0]
+        c = cell(row)
+        shown = " ".join(o for o in overrides if o != "~tuned")
+        lines.append(f"| {what} | {row['env_id']} | `algo={variant}` {shown} (threshold {row['threshold']:g}, "
+                     f"{budget:,} steps) | {c['reached']} | {c['solved']} | {c['final']} | {c['best']} "
+                     f"| {random_score(row['env_id']):.1f} | {c['steps']} |")  # fmt: skip
+        figures_of += [f"![{what}](learning/{name}/learning_curves.png)"]
+    cost = walls.get("lstm_cost")
+    if cost:
+        lines += [
+            "",
+            "The recurrent core's cost, measured side by side (one seed, CartPole-v1, each run to its budget "
+            "with `stop=budget`, one after the other on this machine): training env steps per second.",
+            "",
+            "| variant | budget | network=mlp | network=lstm | lstm / mlp |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for variant, budget in COST:
+            mlp, lstm = cost[f"{variant}_mlp"], cost[f"{variant}_lstm"]
+            lines.append(f"| {variant} | {budget:,} | {mlp:,.0f} | {lstm:,.0f} | {lstm / mlp:.2f}x |")
+    return lines + ["", *figures_of]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10)
@@ -287,13 +362,14 @@ def main() -> None:
     parser.add_argument(
         "--env", action="append", choices=list(ENVS), help="train this env only (repeatable); the doc: all in --runs"
     )
+    parser.add_argument("--spaces", action="store_true", help="train only the spaces-and-memory sweeps, reuse the rest")
     args = parser.parse_args()
     runs = Path(args.runs).resolve()
     runs = runs.relative_to(Path.cwd()) if runs.is_relative_to(Path.cwd()) else runs  # the reports name it as given
     walls: dict[str, float] = {}
     if (runs / "walls.json").is_file():
         walls = json.loads((runs / "walls.json").read_text())
-    if not args.reuse:
+    if not args.reuse and not args.spaces:
         chosen = {env: v for env, v in ENVS.items() if not args.env or env in args.env}
         if not args.tuned_only:
             for env, (budget, extra) in chosen.items():
@@ -306,6 +382,18 @@ def main() -> None:
             print(f"learning: tuned {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
             name = f"tuned_{env}_{variant}"
             walls[name] = train(runs / name, env, budget, [], args.seeds, variants=(variant,))
+        runs.mkdir(parents=True, exist_ok=True)
+        (runs / "walls.json").write_text(json.dumps(walls))
+    if args.spaces or not (args.reuse or args.tuned_only or args.env):  # make learning: the whole doc
+        for name, what, env, variant, budget, overrides in SPACES:
+            print(f"learning: {what}, {args.seeds} seeds, {budget:,} steps", flush=True)
+            walls[name] = train(runs / name, env, budget, overrides, args.seeds, variants=(variant,))
+        cost = {}
+        for variant, budget in COST:
+            for network in ("mlp", "lstm"):
+                overrides = [f"algo={variant}", f"network={network}", f"total_steps={budget}", "seed=0"]
+                cost[f"{variant}_{network}"] = timed(runs / "lstm_cost" / f"{variant}_{network}", overrides)
+        walls["lstm_cost"] = cost
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
     missing = [env for env in ENVS if not (runs / env).is_dir()]

@@ -158,6 +158,19 @@ def test_spaces_acx_cannot_read_are_one_line_naming_them(tmp_path: Path):
     assert proc.stderr.strip().endswith("acx trains on Box, Discrete and Dict observations")
 
 
+def test_keep_observation_hides_the_velocities_of_the_novel_presets():
+    """env=cartpole_novel keeps x and theta of CartPole's observation, env=pendulum_novel cos and sin."""
+    for preset, full_id, keep in (("cartpole_novel", "CartPole-v1", [0, 2]), ("pendulum_novel", "Pendulum-v1", [0, 1])):
+        cfg = compose_train([f"env={preset}"], Path("/tmp/unused"))
+        factory = GymEnvFactory(full_id, wrappers=cfg.env.wrappers)
+        assert factory.observation_space.shape == (2,)
+        obs, _ = factory.make_single().reset(seed=3)
+        full, _ = gym.make(full_id).reset(seed=3)
+        np.testing.assert_array_equal(obs, full[keep])
+    with pytest.raises(ConfigError, match=r"KeepObservation: keep=\[0, 7\] is out of range"):
+        GymEnvFactory("CartPole-v1", wrappers=[{"_target_": "acx.envs.wrappers.KeepObservation", "keep": [0, 7]}])
+
+
 def test_env_module_that_fails_to_import_is_one_line(tmp_path: Path):
     proc = run_acx("train", "env.id=no_such_pkg.envs:Maze-v0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2

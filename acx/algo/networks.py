@@ -362,6 +362,7 @@ class ActorCritic(nn.Module):
     """Policy and value function; ``shared`` encoders mean one trunk feeds both heads."""
 
     stacks_by_broadcast = True
+    recurrent = False  # RecurrentActorCritic: every call takes the state and returns the next
 
     def __init__(
         self, actor_encoder: nn.Module, critic_encoder: nn.Module | None, policy_head: nn.Module, value_head: nn.Module
@@ -423,6 +424,90 @@ class ActorCritic(nn.Module):
             groups["actor"] = [*self.actor_encoder.parameters(), *self.policy_head.parameters()]
             groups["critic"] = [*self.critic_encoder.parameters(), *self.value_head.parameters()]
         return groups
+
+
+class LSTMCore(nn.Module):
+    """An LSTM cell of two linear layers (the gates of the input and of the last output), so that a cohort
+    stacks it as it stacks an MLP. Its state is one tensor (..., 2 x hidden): the output h, then the cell c."""
+
+    stacks_by_broadcast = True
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.ih = nn.Linear(in_dim, 4 * hidden)
+        self.hh = nn.Linear(hidden, 4 * hidden, bias=False)
+
+    def forward(self, x: Tensor, state: Tensor) -> Tensor:
+        """One step: the inputs (..., B, in_dim) and the state (..., B, 2H) -> the next state."""
+        h, c = state.split(self.hidden, dim=-1)
+        i, f, g, o = (self.ih(x) + self.hh(h)).chunk(4, dim=-1)  # torch.nn.LSTM's gate order
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return torch.cat([h, c], dim=-1)
+
+
+class RecurrentActorCritic(ActorCritic):
+    """``network=lstm``: the encoder, an LSTM shared by both heads (CleanRL's ``ppo_atari_lstm``), the heads.
+
+    Every call takes the state before the step, (..., B, 2H), zeros at an episode's first step, and the
+    acting calls return the state after it. Training unrolls whole sequences (``evaluate_sequence``)
+    from the state stored at their first step, with the state set back to zeros where an episode
+    starts within them, so gradients flow back through time over the rollout."""
+
+    recurrent = True
+
+    def __init__(self, encoder: nn.Module, core: LSTMCore, policy_head: nn.Module, value_head: nn.Module):
+        super().__init__(encoder, None, policy_head, value_head)
+        self.core = core
+
+    @property
+    def state_size(self) -> int:
+        return 2 * self.core.hidden
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
+        return torch.zeros(batch, self.state_size, device=device)
+
+    def step(self, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The LSTM's output and the state after one step of observations (..., B, ...)."""
+        state = self.core(self.actor_encoder(self.inputs(obs)), state)
+        return state[..., : self.core.hidden], state
+
+    def forward(self, obs: Tensor, state: Tensor):  # type: ignore[override]
+        """Policy output, V(s) and the next state for one step."""
+        out, state = self.step(obs, state)
+        return self.policy_head(out), self.value_head(out).squeeze(-1), state
+
+    def value(self, obs: Tensor, state: Tensor) -> Tensor:  # type: ignore[override]
+        return self.value_head(self.step(obs, state)[0]).squeeze(-1)
+
+    def policy(self, obs: Tensor, state: Tensor):  # type: ignore[override]
+        out, state = self.step(obs, state)
+        return self.policy_head(out), state
+
+    def action(self, obs: Tensor, state: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        pi, state = self.policy(obs, state)
+        return (self.policy_head.mode(pi) if deterministic else self.policy_head.sample(pi)), state
+
+    def unroll(self, obs: Tensor, state: Tensor, starts: Tensor) -> Tensor:
+        """The LSTM's outputs (..., T, B, H) over sequences of observations (..., T, B, ...), from the
+        state (..., B, 2H) before their first step; ``starts`` (..., T, B): an episode starts at that step."""
+        features = self.actor_encoder(self.inputs(obs))  # every step at once; only the LSTM runs step by step
+        steps, outputs = starts.shape[-2], []
+        for t in range(steps):
+            fresh = starts.select(-2, t).unsqueeze(-1)
+            state = self.core(features.select(-3, t), torch.where(fresh, torch.zeros_like(state), state))
+            outputs.append(state[..., : self.core.hidden])
+        return torch.stack(outputs, dim=-3)
+
+    def evaluate_sequence(self, obs: Tensor, actions: Tensor, state: Tensor, starts: Tensor):
+        """``evaluate_actions`` over sequences: log-probs, entropies and V(s), (..., T, B) each, and the std."""
+        out = self.unroll(obs, state, starts)
+        pi, head = self.policy_head(out), self.policy_head
+        return head.log_prob(pi, actions), head.entropy(pi), self.value_head(out).squeeze(-1), head.std(pi)
+
+    def evaluate_actions(self, obs: Tensor, actions: Tensor):  # type: ignore[override]
+        raise TypeError("a recurrent network evaluates sequences: evaluate_sequence(obs, actions, state, starts)")
 
 
 def _policy_head(in_dim: int, action_space: gym.Space, gaussian: dict | None, hidden: int = 0) -> nn.Module:
@@ -515,3 +600,37 @@ def cnn_actor_critic(
     value_head = head_mlp(feat, 1, head_hidden)
     net = ActorCritic(trunk, None, policy_head, value_head)
     return _initialise(net, init, init_gain, policy_init_gain, value_init_gain)
+
+
+def lstm_actor_critic(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    hidden_sizes: Sequence[int] = (64,),
+    lstm_hidden: int = 64,
+    activation: str = "tanh",
+    init: str = "orthogonal",
+    init_gain: float = math.sqrt(2),
+    policy_init_gain: float = 0.01,
+    value_init_gain: float = 1.0,
+    gaussian: dict | None = None,
+    cnn_features: int = 256,
+) -> RecurrentActorCritic:
+    """``network=lstm``: an MLP encoder (``hidden_sizes``; a Dict observation's encoders in front, as
+    for ``network=mlp``), an LSTM of ``lstm_hidden`` units, then the policy and value heads on its
+    output. The LSTM's weights are orthogonal with gain 1 and its biases 0, as CleanRL's."""
+    hidden_sizes = list(hidden_sizes)
+    if isinstance(observation_space, gym.spaces.Dict):
+        dict_encoder = DictEncoder(DictLayout(observation_space), cnn_features)
+        encoder: nn.Module = nn.Sequential(dict_encoder, mlp(dict_encoder.out_dim, hidden_sizes, activation))
+        in_dim = hidden_sizes[-1] if hidden_sizes else dict_encoder.out_dim
+    else:
+        in_dim = int(observation_space.shape[0])
+        encoder = mlp(in_dim, hidden_sizes, activation)
+        in_dim = hidden_sizes[-1] if hidden_sizes else in_dim
+    core = LSTMCore(in_dim, lstm_hidden)
+    net = RecurrentActorCritic(encoder, core, _policy_head(lstm_hidden, action_space, gaussian),
+                               head_mlp(lstm_hidden, 1))  # fmt: skip
+    _initialise(net, init, init_gain, policy_init_gain, value_init_gain)
+    for layer in (core.ih, core.hh):
+        init_layer(layer, "orthogonal", 1.0)
+    return net

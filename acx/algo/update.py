@@ -114,6 +114,11 @@ class Batch:
     values: Tensor
     log_probs: Tensor | None
     mask: Tensor
+    # a recurrent network's (network=lstm): the transitions are T steps of env columns, t-major (index t x
+    # columns + column); the state before each step, and whether an episode starts there
+    steps: int | None = None
+    states: Tensor | None = None
+    starts: Tensor | None = None
 
     @staticmethod
     def by_member(x: Tensor) -> Tensor:
@@ -127,8 +132,19 @@ class Batch:
             return torch.gather(x, 1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
 
         log_probs = gather(self.log_probs) if self.log_probs is not None else None
+        states, starts = (gather(x) if x is not None else None for x in (self.states, self.starts))
         return Batch(gather(self.obs), gather(self.actions), gather(self.advantages), gather(self.returns),
-                     gather(self.values), log_probs, mask)  # fmt: skip
+                     gather(self.values), log_probs, mask, self.steps, states, starts)  # fmt: skip
+
+    def sequences(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A recurrent batch as (P, T, B, ...) sequences: observations, actions, the state before the
+        first step (P, B, S) and the episode starts (P, T, B)."""
+        p, t = self.obs.shape[0], self.steps
+
+        def seq(x: Tensor) -> Tensor:
+            return x.view(p, t, -1, *x.shape[2:])
+
+        return seq(self.obs), seq(self.actions), seq(self.states)[:, 0], seq(self.starts)
 
 
 def rollout_stats(advantages: Tensor, values: Tensor, returns: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -200,6 +216,7 @@ class Learner:
         self.head = nets[0].policy_head
         self.reward_returns: Tensor | None = None  # normalize.reward: each env's discounted return so far
         self._acting: list[int] | None = None
+        self._acting_state: Tensor | None = None  # a recurrent network's, while acting (evaluation)
         self._tensors()
 
     # --- members ------------------------------------------------------------------------------------
@@ -279,53 +296,80 @@ class Learner:
         with self.stack.rows(torch.as_tensor(list(rows), device=self.device)):
             return getattr(self.stack.batched, method)(*inputs)
 
+    @property
+    def recurrent(self) -> bool:
+        return self.stack.single.recurrent
+
     @torch.inference_mode()
-    def act(self, obs: Tensor, keep_log_probs: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Sampled actions, V(s) and (``keep_log_probs``) log pi(a|s) for the observations of every env
-        column (C = P x N, member k's envs at k*N..k*N+N-1), one per column; member k's noise from its
-        own generator."""
+    def act(
+        self, obs: Tensor, keep_log_probs: bool = False, state: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Sampled actions, V(s), (``keep_log_probs``) log pi(a|s) and (a recurrent network: ``state``,
+        (C, S), the state before the step) the state after it, for the observations of every env column
+        (C = P x N, member k's envs at k*N..k*N+N-1), one per column; member k's noise from its own
+        generator."""
+        state_in = () if state is None else (state,)
         if self.members == 1:  # a cohort of one: the plain module on its N envs
-            pi, value = self.stack.single(obs)
+            pi, value, *state_out = self.stack.single(obs, *state_in)
             like = self.head.noise_like(pi)
             draw = torch.rand if self.head.NOISE == "uniform" else torch.randn
             noise = draw(like.shape, generator=self.generators[0], dtype=like.dtype, device=like.device)
             action = self.head.sample(pi, noise)
-            return action, value, self.head.log_prob(pi, action) if keep_log_probs else None
-        pi, value = self.stack.batched(obs.view(self.members, -1, *obs.shape[1:]))
+            return action, value, self.head.log_prob(pi, action) if keep_log_probs else None, _first(state_out)
+        pi, value, *state_out = self.stack.batched(*[self._by_member(x) for x in (obs, *state_in)])
         action = self.head.sample(pi, draw_noise(self.head.NOISE, self.head.noise_like(pi), self.generators))
         log_prob = self.head.log_prob(pi, action).flatten(0, 1) if keep_log_probs else None
-        return action.flatten(0, 1), value.flatten(0, 1), log_prob
+        state_out = [s.flatten(0, 1) for s in state_out]
+        return action.flatten(0, 1), value.flatten(0, 1), log_prob, _first(state_out)
+
+    def _by_member(self, x: Tensor) -> Tensor:
+        """Env-column rows (C = P x N, ...) as (P, N, ...)."""
+        return x.view(self.members, -1, *x.shape[1:])
 
     @torch.inference_mode()
-    def value(self, obs: Tensor) -> Tensor:
-        """V(s) for the observations of every env column (C = P x N), one per column."""
+    def value(self, obs: Tensor, state: Tensor | None = None) -> Tensor:
+        """V(s) for the observations of every env column (C = P x N), one per column (a recurrent
+        network's from ``state``, the state before the step)."""
+        state_in = () if state is None else (state,)
         if self.members == 1:
-            return self.stack.single.value(obs)
-        return self.stack.batched.value(obs.view(self.members, -1, *obs.shape[1:])).flatten(0, 1)
+            return self.stack.single.value(obs, *state_in)
+        return self.stack.batched.value(*[self._by_member(x) for x in (obs, *state_in)]).flatten(0, 1)
 
     @contextlib.contextmanager
     def acting(self, rows: Sequence[int]):
         """Within: ``action`` acts for the members ``rows`` only (their rows gathered once, for a whole
-        evaluation)."""
+        evaluation); a recurrent network's state starts at zeros, as the episodes do, and is carried
+        from one ``action`` to the next."""
         self._acting = list(rows)
+        self._acting_state = None
         with self._rows(rows) if self.members > 1 else contextlib.nullcontext():
             try:
                 yield
             finally:
-                self._acting = None
+                self._acting, self._acting_state = None, None
+
+    def _policy(self, module, obs: Tensor):
+        """``module``'s policy output for ``obs``, carrying the acting state of a recurrent network."""
+        if not self.recurrent:
+            return module.policy(obs)
+        if self._acting_state is None:
+            # network=lstm reads flat observations (a Dict's packed): the state is (..., B, S) for (..., B, F)
+            self._acting_state = torch.zeros(*obs.shape[:-1], self.stack.single.state_size, device=obs.device)
+        pi, self._acting_state = module.policy(obs, self._acting_state)
+        return pi
 
     @torch.inference_mode()
     def action(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """The actions of the members ``acting`` for the observations of their env columns (evaluation)."""
         rows = self._acting
         if self.members == 1:
-            pi = self.stack.single.policy(obs)
+            pi = self._policy(self.stack.single, obs)
             if deterministic:
                 return self.head.mode(pi)
             like = self.head.noise_like(pi)
             draw = torch.rand if self.head.NOISE == "uniform" else torch.randn
             return self.head.sample(pi, draw(like.shape, generator=self.generators[0], dtype=like.dtype))
-        pi = self.stack.batched.policy(obs.view(len(rows), -1, *obs.shape[1:]))
+        pi = self._policy(self.stack.batched, obs.view(len(rows), -1, *obs.shape[1:]))
         if deterministic:
             return self.head.mode(pi).flatten(0, 1)
         generators = [self.generators[r] for r in rows]
@@ -437,7 +481,7 @@ class Learner:
             return MemberStats(stats, len(rows)), failed
         totals: dict[str, Tensor] = {}
         counts = torch.zeros(len(rows))
-        for part, mask, has in self.minibatch_indices(batch.mask, rows):
+        for part, mask, has in self.minibatch_indices(batch.mask, rows, batch.steps):
             stepping = active & has
             if not bool(stepping.any()):
                 if not bool(active.any()):
@@ -457,11 +501,14 @@ class Learner:
         none = {i: {"train/gradient_steps": 0} for i, steps in enumerate(counts.tolist()) if steps == 0}
         return MemberStats(out, len(rows), none), failed
 
-    def minibatch_indices(self, mask: Tensor, rows: Sequence[int]):
+    def minibatch_indices(self, mask: Tensor, rows: Sequence[int], steps: int | None = None):
         """``epochs`` passes over each member's valid transitions, each a fresh permutation (from the
         member's own generator) split into ``minibatches`` parts of near-equal size: every valid
         transition once per epoch, never an autoreset step. Yields, per part, the (P', L) indices and
         mask of every member's part (padded to the longest) and which members have one."""
+        if steps is not None:  # a recurrent network's batch: T steps of env columns
+            yield from self._sequence_indices(mask, rows, steps)
+            return
         valid = [m.nonzero().squeeze(-1) for m in mask]
         for _ in range(self.epochs):
             parts = []
@@ -481,6 +528,26 @@ class Learner:
                     part_mask[i, : lengths[i]] = True
                 yield index, part_mask, torch.tensor(lengths) > 0
 
+    def _sequence_indices(self, mask: Tensor, rows: Sequence[int], steps: int):
+        """A recurrent network's minibatches: whole env columns, all T steps of each (CleanRL's
+        ``ppo_atari_lstm``): each epoch a fresh permutation of each member's columns (from its own
+        generator) split into ``minibatches`` parts; the indices are t-major, so a part reads as (T, B)
+        sequences, and its mask is the transitions' own (autoreset steps stay in, masked out)."""
+        columns = mask.shape[1] // steps
+        for _ in range(self.epochs):
+            parts = []
+            for row in rows:
+                generator = self.generators[row]
+                order = torch.randperm(columns, generator=generator, device=generator.device).to(mask.device)
+                parts.append(order.tensor_split(self.minibatches))
+            for j in range(self.minibatches):
+                cols = torch.stack([part[j] for part in parts])  # (P', B): the same B for every member
+                if cols.shape[1] == 0:
+                    continue
+                t = torch.arange(steps, device=mask.device).view(1, steps, 1)
+                index = (t * columns + cols.unsqueeze(1)).flatten(1)
+                yield index, torch.gather(mask, 1, index), torch.ones(len(rows), dtype=torch.bool)
+
     def gradient_step(
         self, batch: Batch, rows: list[int], stepping: Tensor, failed: dict[int, str], diagnostics: bool
     ) -> tuple[dict[str, Tensor], tuple, Tensor]:
@@ -489,7 +556,11 @@ class Learner:
         those ``target_kl`` freezes here, nor those whose loss or gradient is not finite)."""
         mask = batch.mask
         advantages, returns = self.loss_fn.targets(batch.advantages, batch.returns, batch.values, mask)
-        log_probs, entropy, values, std = self._run(rows, "evaluate_actions", batch.obs, batch.actions)
+        if self.recurrent:  # whole sequences unrolled from their first step's state: (P', T, B) -> (P', T x B)
+            out = self._run(rows, "evaluate_sequence", *batch.sequences())
+            log_probs, entropy, values, std = (x.flatten(1, 2) if x is not None else None for x in out)
+        else:
+            log_probs, entropy, values, std = self._run(rows, "evaluate_actions", batch.obs, batch.actions)
         old = {"old_log_probs": batch.log_probs, "old_values": batch.values} if self.old_inputs else {}
         losses = self.loss_fn(log_probs, entropy, values, advantages, returns, mask, **old)
         stepping = stepping.clone()
@@ -538,6 +609,10 @@ class Learner:
         if std is not None:
             stats["train/policy_std"] = std.detach().flatten(1).mean(1)
         return stats, (advantages, values, returns, mask), stepping
+
+
+def _first(items: list):
+    return items[0] if items else None
 
 
 def _lead(out):

@@ -40,6 +40,8 @@ class DeterministicPolicy(nn.Module):
     def __init__(self, net: ActorCritic, action_space: gym.Space, observation_space: gym.Space | None = None):
         super().__init__()
         self.encoder, self.head = net.actor_encoder, net.policy_head
+        # network=lstm: the graph takes the state before the step as its last input and gives the next one
+        self.core = net.core if net.recurrent else None
         # Dict observations: one input per key, packed here as the env side packs them (acx.envs.dict_obs)
         is_dict = isinstance(observation_space, gym.spaces.Dict)
         self.layout = DictLayout(observation_space) if is_dict else None
@@ -58,41 +60,54 @@ class DeterministicPolicy(nn.Module):
         """The keys' batches (in the layout's order) as the flat float32 vectors the network reads."""
         return torch.cat([x.reshape(x.shape[0], -1).to(torch.float32) for x in parts], dim=-1)
 
-    def forward(self, *observation: Tensor) -> Tensor:
+    def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        observation, state = (inputs[:-1], inputs[-1]) if self.core is not None else (inputs, None)
         observation = self.pack(observation) if self.layout is not None else observation[0]
         if self.obs_norm is not None:
             observation = self.obs_norm(observation)
         elif observation.dtype != torch.uint8:  # uint8 frames stay uint8: the CNN scales them itself
             observation = observation.to(torch.float32)
-        out = self.head(self.encoder(observation))
+        features = self.encoder(observation)
+        if state is not None:
+            state = self.core(features, state)
+            features = state[..., : self.core.hidden]
+        out = self.head(features)
         if self.discrete:
-            action = torch.argmax(out, dim=-1)
-            return (action + self.start).reshape(-1, *self.action_shape)
-        return torch.maximum(torch.minimum(out[0], self.high), self.low)  # the mean, clipped to the box
+            action = (torch.argmax(out, dim=-1) + self.start).reshape(-1, *self.action_shape)
+        else:
+            action = torch.maximum(torch.minimum(out[0], self.high), self.low)  # the mean, clipped to the box
+        return action if state is None else (action, state)
 
 
-def graph_inputs(space: gym.Space) -> list[dict[str, Any]]:
+def graph_inputs(space: gym.Space, state_size: int = 0) -> list[dict[str, Any]]:
     """The exported graph's inputs: ``observation``, or one per key of a Dict (uint8 images stay uint8,
-    a Discrete key is its value as int64, any other key float32)."""
+    a Discrete key is its value as int64, any other key float32); then a recurrent network's ``state``."""
     if not isinstance(space, gym.spaces.Dict):
-        return [{"name": "observation", "dtype": "uint8" if space.dtype == np.uint8 else "float32",
-                 "shape": ["batch", *space.shape]}]  # fmt: skip
-    inputs = []
-    for key, sub in space.spaces.items():
-        dtype = "int64" if isinstance(sub, gym.spaces.Discrete) else "uint8" if sub.dtype == np.uint8 else "float32"
-        inputs.append({"name": key, "dtype": dtype, "shape": ["batch", *(sub.shape or ())]})
+        inputs = [{"name": "observation", "dtype": "uint8" if space.dtype == np.uint8 else "float32",
+                   "shape": ["batch", *space.shape]}]  # fmt: skip
+    else:
+        inputs = []
+        for key, sub in space.spaces.items():
+            dtype = "int64" if isinstance(sub, gym.spaces.Discrete) else "uint8" if sub.dtype == np.uint8 else "float32"
+            inputs.append({"name": key, "dtype": dtype, "shape": ["batch", *(sub.shape or ())]})
+    if state_size:
+        inputs.append({"name": "state", "dtype": "float32", "shape": ["batch", state_size]})
     return inputs
 
 
-def example_observations(space: gym.Space, n: int = 2) -> tuple[Tensor, ...]:
-    """A batch of observations of the right shapes and dtypes for tracing, one per graph input."""
+def example_inputs(space: gym.Space, state_size: int = 0, n: int = 2) -> tuple[Tensor, ...]:
+    """A batch for tracing of the right shapes and dtypes, one per graph input."""
     dtypes = {"uint8": torch.uint8, "int64": torch.long, "float32": torch.float32}
-    return tuple(torch.zeros((n, *i["shape"][1:]), dtype=dtypes[i["dtype"]]) for i in graph_inputs(space))
+    return tuple(torch.zeros((n, *i["shape"][1:]), dtype=dtypes[i["dtype"]]) for i in graph_inputs(space, state_size))
+
+
+def state_size(policy: DeterministicPolicy) -> int:
+    return 2 * policy.core.hidden if policy.core is not None else 0
 
 
 def export_policy(policy: DeterministicPolicy, space: gym.Space, fmt: str, path: Path) -> Path:
     """Write ``policy`` as ONNX (batch size free) or as a traced TorchScript module."""
-    example = example_observations(space)
+    example = example_inputs(space, state_size(policy))
     policy.eval().requires_grad_(False)  # a user's program gets plain tensors back, not autograd ones
     if fmt == "torchscript":
         with torch.no_grad():
@@ -109,9 +124,9 @@ def export_policy(policy: DeterministicPolicy, space: gym.Space, fmt: str, path:
             policy,
             example,
             dynamo=True,
-            input_names=[i["name"] for i in graph_inputs(space)],
-            output_names=["action"],
-            dynamic_shapes={"observation": tuple({0: batch} for _ in example)},
+            input_names=[i["name"] for i in graph_inputs(space, state_size(policy))],
+            output_names=["action", "next_state"] if policy.core is not None else ["action"],
+            dynamic_shapes={"inputs": tuple({0: batch} for _ in example)},  # forward(*inputs)
             external_data=False,
             verbose=False,
         )
@@ -119,25 +134,34 @@ def export_policy(policy: DeterministicPolicy, space: gym.Space, fmt: str, path:
     return path
 
 
-def sidecar(ckpt: dict[str, Any], factory, fmt: str, path: Path) -> dict[str, Any]:
-    """What the exported file takes and gives, and where it came from."""
+def sidecar(ckpt: dict[str, Any], factory, fmt: str, path: Path, state: int = 0) -> dict[str, Any]:
+    """What the exported file takes and gives, and where it came from (``state``: a recurrent network's
+    state size)."""
     meta = ckpt["meta"]
     space = factory.observation_space
     progress = meta.get("progress", {})
+    recurrent = {}
+    if state:
+        recurrent["recurrent"] = {
+            "input": {"name": "state", "dtype": "float32", "shape": ["batch", state]},
+            "output": {"name": "next_state", "dtype": "float32", "shape": ["batch", state]},
+            "how": "feed zeros at an episode's first step, then the next_state the previous step gave",
+        }
     return {
         "file": path.name,
         "format": fmt,
         "env_id": meta["env_id"],
         "observation_space": meta["observation_space"],
         "action_space": meta["action_space"],
-        # one input, or (Dict observations) one per key: "inputs" lists them all either way
+        # one input, or (Dict observations) one per key: "inputs" lists them all either way, and the state
         **({"input": graph_inputs(space)[0]} if not isinstance(space, gym.spaces.Dict) else {}),
-        "inputs": graph_inputs(space),
+        "inputs": graph_inputs(space, state),
         "output": {
             "name": "action",
             "dtype": "float32" if isinstance(factory.action_space, gym.spaces.Box) else "int64",
             "shape": ["batch", *(factory.action_space.shape or ())],
         },
+        **recurrent,
         "checkpoint": ckpt["path"],
         "checkpoint_kind": meta.get("kind"),
         "env_steps": progress.get("env_steps"),
@@ -168,6 +192,6 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     policy = DeterministicPolicy(net.cpu(), factory.action_space, factory.observation_space)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = export_policy(policy, factory.observation_space, args.format, out_dir / FILES[args.format])
-    info = sidecar(ckpt, factory, args.format, path)
+    info = sidecar(ckpt, factory, args.format, path, state_size(policy))
     (out_dir / "policy.json").write_text(json.dumps(strict_json(info), indent=2, allow_nan=False))
     return {**info, "path": str(path)}

@@ -49,6 +49,8 @@ class Rollout:
     next_values: Tensor
     episodes: list[tuple[list[float], list[int]]]  # per member of ``rows``: the returns and lengths that ended
     log_probs: Tensor | None = None  # log pi(a_t|s_t) of the policy that acted, when the loss needs it (PPO)
+    states: Tensor | None = None  # a recurrent network's state before each step, (T, P', N, S)
+    starts: Tensor | None = None  # where an episode starts (the state before it is zeros), (T, P', N)
 
     def transitions(self) -> list[int]:
         """Each member's valid transitions."""
@@ -58,8 +60,11 @@ class Rollout:
         """The members' transitions as the learner reads them, (P', T * N, ...) each."""
         by = Batch.by_member
         log_probs = by(self.log_probs) if self.log_probs is not None else None
+        if self.states is None:
+            return Batch(by(self.obs), by(self.actions), by(advantages), by(returns), by(self.values), log_probs,
+                         by(self.valid))  # fmt: skip
         return Batch(by(self.obs), by(self.actions), by(advantages), by(returns), by(self.values), log_probs,
-                     by(self.valid))  # fmt: skip
+                     by(self.valid), self.obs.shape[0], by(self.states), by(self.starts))  # fmt: skip
 
 
 class RolloutCollector:
@@ -90,6 +95,11 @@ class RolloutCollector:
         self.ep_length = np.zeros(columns, dtype=np.int64)
         self.t = np.zeros(members, dtype=np.int64)  # episodic: each member's next row
         self.step_t = 0  # a fixed n_steps: every member's next row
+        # a recurrent network's state per env column, and which columns' next step starts an episode (its
+        # state is zeros there): the first after a reset, and each after an autoreset step
+        self.recurrent = learner.recurrent
+        self.state = learner.net.initial_state(columns, device) if self.recurrent else None
+        self.fresh = np.ones(columns, dtype=bool)
         self._alloc(n_steps if n_steps is not None else initial_capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -110,6 +120,9 @@ class RolloutCollector:
         self.buf_done = np.zeros((capacity, c), dtype=bool)
         self.buf_valid = np.zeros((capacity, c), dtype=bool)
         self.buf_log_probs = torch.zeros((capacity, c), device=dev) if self.store_log_probs else None
+        if self.recurrent:
+            self.buf_states = torch.zeros((capacity, c, self.state.shape[-1]), device=dev)
+            self.buf_starts = np.zeros((capacity, c), dtype=bool)
         # one view per time step: row.copy_(x) costs a third of buf[t] = x, whose indexing runs per step
         self.obs_rows, self.action_rows = self.buf_obs.unbind(0), self.buf_actions.unbind(0)
         self.value_rows = self.buf_values.unbind(0)
@@ -118,7 +131,15 @@ class RolloutCollector:
     BUFFERS = ("buf_obs", "buf_actions", "buf_values", "buf_rewards", "buf_terminated", "buf_done", "buf_valid")
 
     def _buffers(self) -> tuple[str, ...]:
-        return (*self.BUFFERS, "buf_log_probs") if self.store_log_probs else self.BUFFERS
+        names = (*self.BUFFERS, "buf_log_probs") if self.store_log_probs else self.BUFFERS
+        return (*names, "buf_states", "buf_starts") if self.recurrent else names
+
+    def _state_before_step(self) -> Tensor | None:
+        """A recurrent network's state for the next step of every column: zeros where an episode starts."""
+        if self.recurrent and self.fresh.any():  # not in place: the state came out of inference mode
+            fresh = torch.from_numpy(self.fresh).to(self.device).unsqueeze(-1)
+            self.state = torch.where(fresh, torch.zeros_like(self.state), self.state)
+        return self.state
 
     def _grow(self) -> None:
         """Double the storage (episodic rollouts only: an episode longer than the buffer)."""
@@ -139,7 +160,10 @@ class RolloutCollector:
             if self.lockstep:  # every member at the same row: row views, the fastest copies
                 t = self.step_t
                 obs_t = self.obs_rows[t].copy_(torch.from_numpy(self.obs))  # the policy reads the stored row
-                action, value, log_prob = self.learner.act(obs_t, self.store_log_probs)
+                state = self._state_before_step()
+                if self.recurrent:
+                    self.buf_states[t].copy_(state)
+                action, value, log_prob, self.state = self.learner.act(obs_t, self.store_log_probs, state)
                 self.action_rows[t].copy_(action)
                 self.value_rows[t].copy_(value)
                 if self.store_log_probs:
@@ -152,7 +176,10 @@ class RolloutCollector:
                 cols = torch.arange(p, device=self.device)
                 obs = torch.from_numpy(self.obs).to(self.device)
                 self.buf_obs[rows, cols] = obs
-                action, value, log_prob = self.learner.act(obs, self.store_log_probs)
+                state = self._state_before_step()
+                if self.recurrent:
+                    self.buf_states[rows, cols] = state
+                action, value, log_prob, self.state = self.learner.act(obs, self.store_log_probs, state)
                 self.buf_actions[rows, cols] = action
                 self.buf_values[rows, cols] = value
                 if self.store_log_probs:
@@ -168,6 +195,9 @@ class RolloutCollector:
             self.buf_terminated[at] = learning_terminated
             self.buf_done[at] = done | learning_terminated
             self.buf_valid[at] = valid
+            if self.recurrent:
+                self.buf_starts[at] = self.fresh
+                self.fresh = ~valid  # an autoreset step returns the first observation of the next episode
             self.ep_return += reward * valid
             self.ep_length += valid
             ended = None
@@ -193,9 +223,16 @@ class RolloutCollector:
         their next rollout starts at row 0."""
         p, n, dev = self.members, self.num_envs, self.device
         obs = torch.from_numpy(self.obs).to(dev)
+        state = self._state_before_step()
+        recurrent = {}
         if self.lockstep:
             steps = self.step_t
-            self.buf_values[steps] = self.learner.value(obs)
+            self.buf_values[steps] = self.learner.value(obs, state)
+            if self.recurrent:
+                recurrent = {
+                    "states": self.buf_states[:steps].view(steps, p, n, -1),
+                    "starts": torch.as_tensor(self.buf_starts[:steps], device=dev).view(steps, p, n),
+                }
             self.step_t = 0
             return Rollout(
                 rows=rows,
@@ -209,12 +246,18 @@ class RolloutCollector:
                 next_values=self.buf_values[1 : steps + 1].view(steps, p, n),
                 episodes=episodes,
                 log_probs=self.buf_log_probs[:steps].view(steps, p, n) if self.store_log_probs else None,
+                **recurrent,
             )
         # episodic: the members whose episodes ended, their columns up to the longest, each bootstrapped at its end
         index = torch.tensor(rows, device=dev)
         lengths = self.t[rows].copy()
         steps = int(lengths.max())
-        bootstrap = self.learner.value(obs)[index]
+        bootstrap = self.learner.value(obs, state)[index]
+        if self.recurrent:
+            recurrent = {
+                "states": self.buf_states[:steps, index].unsqueeze(2),
+                "starts": torch.as_tensor(self.buf_starts[:steps, rows], device=dev).unsqueeze(2),
+            }
         values = self.buf_values[: steps + 1, index].clone()
         values[torch.from_numpy(lengths).to(dev), torch.arange(len(rows), device=dev)] = bootstrap
         out = Rollout(
@@ -229,6 +272,7 @@ class RolloutCollector:
             next_values=values[1 : steps + 1].unsqueeze(2),
             episodes=[episodes[r] for r in rows],
             log_probs=self.buf_log_probs[:steps, index].unsqueeze(2) if self.store_log_probs else None,
+            **recurrent,
         )
         self.t[rows] = 0
         return self._padded(out, lengths)
@@ -253,20 +297,28 @@ class RolloutCollector:
         (and, episodic, their partial rollouts) continue where they were."""
         n = self.num_envs
         new_obs = iter(joining_obs)
-        obs, autoreset, ep_return, ep_length = [], [], [], []
+        obs, autoreset, ep_return, ep_length, fresh, state = [], [], [], [], [], []
         for r in rows:
             if r is None:
                 obs.append(next(new_obs))
                 autoreset.append(np.zeros(n, dtype=bool))
                 ep_return.append(np.zeros(n))
                 ep_length.append(np.zeros(n, dtype=np.int64))
+                fresh.append(np.ones(n, dtype=bool))
+                if self.recurrent:
+                    state.append(torch.zeros(n, self.state.shape[-1], device=self.device))
             else:
                 cols = slice(r * n, (r + 1) * n)
                 for dest, src in ((obs, self.obs), (autoreset, self.autoreset), (ep_return, self.ep_return),
-                                  (ep_length, self.ep_length)):  # fmt: skip
+                                  (ep_length, self.ep_length), (fresh, self.fresh)):  # fmt: skip
                     dest.append(src[cols])
+                if self.recurrent:
+                    state.append(self.state[cols])
         self.obs, self.autoreset = np.concatenate(obs), np.concatenate(autoreset)
         self.ep_return, self.ep_length = np.concatenate(ep_return), np.concatenate(ep_length)
+        self.fresh = np.concatenate(fresh)
+        if self.recurrent:
+            self.state = torch.cat(state)
         self.t = np.array([self.t[r] if r is not None else 0 for r in rows], dtype=np.int64)
         old = {name: getattr(self, name) for name in self._buffers()}
         self.envs, self.members = envs, len(rows)

@@ -68,8 +68,13 @@ def play_episodes(
         if capture:
             env.render()
         total, steps, done = 0.0, 0, False
+        state = net.initial_state(1, device) if net.recurrent else None  # an LSTM's: zeros as each episode starts
         while not done:
-            action = net.action(torch.as_tensor(obs, device=device).unsqueeze(0), deterministic=deterministic)
+            batch = torch.as_tensor(obs, device=device).unsqueeze(0)
+            if state is None:
+                action = net.action(batch, deterministic=deterministic)
+            else:
+                action, state = net.action(batch, state, deterministic=deterministic)
             obs, reward, terminated, truncated, _ = env.step(env_actions(action.cpu().numpy()[0]))
             if capture:
                 env.render()
