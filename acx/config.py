@@ -163,6 +163,7 @@ class CnnNetwork(Init):
     target: Literal["acx.algo.networks.cnn_actor_critic"] = Field(alias="_target_")
     head_hidden: int = Field(0, ge=0, description="0: one shared 512-unit layer")
     features: int = Field(512, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 # ---- algo ----------------------------------------------------------------------------------------

@@ -162,6 +162,30 @@ def test_cnn_on_uint8_frames(head_hidden):
     assert net.shared
 
 
+def test_bf16_precision_runs_the_trunk_in_bfloat16_and_keeps_float32_weights():
+    """network.precision=bf16: the same weights give outputs within bfloat16's rounding of float32's,
+    in float32; the gradients reach the float32 weights; a cohort's stacked trunk runs it too."""
+    space, actions = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6)
+    torch.manual_seed(0)
+    fp32 = cnn_actor_critic(space, actions)
+    bf16 = cnn_actor_critic(space, actions, precision="bf16")
+    bf16.load_state_dict(fp32.state_dict())  # the same tensors: a checkpoint fits either precision
+    frames = torch.randint(0, 255, (5, 4, 84, 84), dtype=torch.uint8)
+    (pi32, v32), (pi16, v16) = fp32(frames), bf16(frames)
+    assert pi16.dtype == v16.dtype == torch.float32
+    assert bf16.actor_encoder[1].weight.dtype == torch.float32
+    torch.testing.assert_close(pi16, pi32, rtol=0, atol=0.05)
+    torch.testing.assert_close(v16, v32, rtol=0, atol=0.05)
+    assert not torch.equal(v16, v32)  # it did run in bfloat16
+    v16.sum().backward()
+    assert bf16.actor_encoder[0][0].weight.grad.dtype == torch.float32
+    from acx.algo.stack import Stack
+
+    stack = Stack([bf16, cnn_actor_critic(space, actions, precision="bf16")])
+    _, batched_v = stack.batched(torch.stack([frames, frames]))
+    torch.testing.assert_close(batched_v[0], v16, rtol=0, atol=0.05)
+
+
 # --- seed 004: the NumPy actor-critic with a hand-written backward pass ---------------------------
 
 
