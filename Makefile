@@ -58,7 +58,7 @@ bench-ppo: venv $(SB3_VENV)/.installed ## acx PPO vs SB3 PPO (zoo settings) on C
 bench-mujoco: venv $(SB3_VENV)/.installed ## acx n-step A2C vs SB3 A2C (zoo settings) on HalfCheetah-v5 and Hopper-v5: docs/benchmarks.md's MuJoCo section (ARGS=--budget 1000000)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/mujoco_a2c.py --sb3-python $(SB3_VENV)/bin/python $(ARGS)
 
-learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each, and the spaces: writes docs/learning.md (ARGS=--reuse | --tuned-only | --spaces | "--env cartpole --env acrobot")
+learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each, and the spaces: writes docs/learning.md (ARGS=--reuse | --tuned-only | --spaces | --cost | "--env cartpole --env acrobot")
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/learning.py $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)

@@ -154,6 +154,7 @@ class LstmNetwork(Init):
     target: Literal["acx.algo.networks.lstm_actor_critic"] = Field(alias="_target_")
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64], min_length=0)
     lstm_hidden: int = Field(64, ge=1)
+    cell: Literal["lstm", "gru"] = "lstm"
     activation: Literal[ACTIVATIONS] = "tanh"
     gaussian: Gaussian = Gaussian()
     cnn_features: int = Field(256, ge=1, description="Dict observations: units after each image key's CNN")
@@ -413,8 +414,8 @@ class TrainConfig(Schema):
     def _recurrent_minibatches_are_env_columns(self) -> TrainConfig:
         if isinstance(self.network, LstmNetwork) and self.algo.minibatches > self.algo.num_envs:
             raise ValueError(
-                f"algo.minibatches: network=lstm's minibatches are whole env columns, so at most algo.num_envs "
-                f"({self.algo.num_envs}), got {self.algo.minibatches}"
+                f"algo.minibatches: network={self.network.cell}'s minibatches are whole env columns, so at most "
+                f"algo.num_envs ({self.algo.num_envs}), got {self.algo.minibatches}"
             )
         return self
 
@@ -767,7 +768,7 @@ def check_network_fits(network: Any, factory: Any) -> None:
     if isinstance(network, (MlpNetwork, LstmNetwork)):
         if len(shape) != 1:
             if isinstance(network, LstmNetwork):
-                raise ConfigError(f"network: network=lstm reads flat vector or Dict observations; {seen}")
+                raise ConfigError(f"network: network={network.cell} reads flat vector or Dict observations; {seen}")
             raise ConfigError(f"network: network=mlp needs flat vector observations; {seen}: use network=cnn")
         if not isinstance(act, gym.spaces.Box):
             default = Gaussian()

@@ -4,6 +4,7 @@ cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`
     make learning                  # or: python bench/learning.py [--seeds 10] [--reuse | --tuned-only]
     make learning ARGS="--env cartpole --env acrobot"   # train these envs only, reuse the others' sweeps
     make learning ARGS=--spaces    # the Dict, MultiDiscrete and network=lstm sweeps only, reuse the rest
+    make learning ARGS=--cost      # only the timing of network=lstm against network=mlp
 
 Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
 the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
@@ -348,6 +349,14 @@ def spaces_section(runs: Path, figures: Path, reps: int, walls: dict[str, float]
         for variant, budget in COST:
             mlp, lstm = cost[f"{variant}_mlp"], cost[f"{variant}_lstm"]
             lines.append(f"| {variant} | {budget:,} | {mlp:,.0f} | {lstm:,.0f} | {lstm / mlp:.2f}x |")
+        lines += [
+            "",
+            "Acting costs the LSTM one cell step per env step. PPO's update is where it pays: each minibatch "
+            "unrolls its env columns step by step (acx's PPO defaults: 4 epochs x 4 minibatches of one column "
+            "of 128 steps, 2,048 cell steps in Python per 512 env steps), where the MLP's minibatch is one "
+            "matrix product. The zoo's CartPoleNoVel settings (one minibatch of 8 columns x 32 steps, 20 epochs) "
+            "unroll 640 cell steps per 256 env steps.",
+        ]
     return lines + ["", *figures_of]
 
 
@@ -363,13 +372,14 @@ def main() -> None:
         "--env", action="append", choices=list(ENVS), help="train this env only (repeatable); the doc: all in --runs"
     )
     parser.add_argument("--spaces", action="store_true", help="train only the spaces-and-memory sweeps, reuse the rest")
+    parser.add_argument("--cost", action="store_true", help="time only the recurrent core's cost runs, reuse the rest")
     args = parser.parse_args()
     runs = Path(args.runs).resolve()
     runs = runs.relative_to(Path.cwd()) if runs.is_relative_to(Path.cwd()) else runs  # the reports name it as given
     walls: dict[str, float] = {}
     if (runs / "walls.json").is_file():
         walls = json.loads((runs / "walls.json").read_text())
-    if not args.reuse and not args.spaces:
+    if not (args.reuse or args.spaces or args.cost):
         chosen = {env: v for env, v in ENVS.items() if not args.env or env in args.env}
         if not args.tuned_only:
             for env, (budget, extra) in chosen.items():
@@ -384,10 +394,12 @@ def main() -> None:
             walls[name] = train(runs / name, env, budget, [], args.seeds, variants=(variant,))
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
-    if args.spaces or not (args.reuse or args.tuned_only or args.env):  # make learning: the whole doc
+    everything = not (args.reuse or args.tuned_only or args.env or args.spaces or args.cost)  # make learning
+    if args.spaces or everything:
         for name, what, env, variant, budget, overrides in SPACES:
             print(f"learning: {what}, {args.seeds} seeds, {budget:,} steps", flush=True)
             walls[name] = train(runs / name, env, budget, overrides, args.seeds, variants=(variant,))
+    if args.spaces or args.cost or everything:
         cost = {}
         for variant, budget in COST:
             for network in ("mlp", "lstm"):

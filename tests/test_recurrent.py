@@ -28,13 +28,39 @@ ort = pytest.importorskip("onnxruntime", reason="the export checks need the [exp
 CARTPOLE = GymEnvFactory("CartPole-v1", max_episode_steps=7)  # many episode ends in a short rollout
 
 
-def lstm(seed: int = 0, hidden: int = 8):
+def lstm(seed: int = 0, hidden: int = 8, cell: str = "lstm"):
     torch.manual_seed(seed)
-    return lstm_actor_critic(CARTPOLE.observation_space, CARTPOLE.action_space, hidden_sizes=(16,), lstm_hidden=hidden)
+    space, actions = CARTPOLE.observation_space, CARTPOLE.action_space
+    return lstm_actor_critic(space, actions, hidden_sizes=(16,), lstm_hidden=hidden, cell=cell)
 
 
-def test_the_state_is_zeros_at_each_episode_start_and_carried_within_an_episode():
-    net = lstm()
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_cells_are_torchs_own(cell: str):
+    """The cell of two linear layers computes torch.nn.LSTMCell's (GRUCell's) step with the same weights."""
+    core = lstm(cell=cell).core
+    torch_cell = torch.nn.LSTMCell(16, 8) if cell == "lstm" else torch.nn.GRUCell(16, 8)
+    with torch.no_grad():
+        torch_cell.weight_ih.copy_(core.ih.weight)
+        torch_cell.bias_ih.copy_(torch.randn(torch_cell.bias_ih.shape))
+        core.ih.bias.copy_(torch_cell.bias_ih)
+        torch_cell.weight_hh.copy_(core.hh.weight)
+        if cell == "gru":
+            torch_cell.bias_hh.copy_(torch.randn(torch_cell.bias_hh.shape))
+            core.hh.bias.copy_(torch_cell.bias_hh)
+        else:
+            torch_cell.bias_hh.zero_()
+        x, state = torch.randn(5, 16), torch.randn(5, core.state_size)
+        out = core(x, state)
+        if cell == "lstm":
+            h, c = torch_cell(x, state.split(8, dim=-1))
+            torch.testing.assert_close(out, torch.cat([h, c], dim=-1))
+        else:
+            torch.testing.assert_close(out, torch_cell(x, state))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_state_is_zeros_at_each_episode_start_and_carried_within_an_episode(cell: str):
+    net = lstm(cell=cell)
     obs = torch.randn(5, 3, 4)  # (T, B, F)
     starts = torch.tensor([[1, 1, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
     carried = torch.randn(3, net.state_size)  # a state from before the sequence: used where no episode starts
@@ -116,8 +142,9 @@ def test_a_column_minibatch_has_the_gradients_of_the_unshuffled_rollout():
             torch.testing.assert_close(g, p.grad)
 
 
-def test_a_stacked_lstm_steps_and_unrolls_as_each_member_alone():
-    nets = [lstm(seed) for seed in range(3)]
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_stacked_lstm_steps_and_unrolls_as_each_member_alone(cell: str):
+    nets = [lstm(seed, cell=cell) for seed in range(3)]
     stack = Stack(nets)
     obs, state = torch.randn(3, 5, 4), torch.randn(3, 5, nets[0].state_size)
     pi, value, new_state = stack.batched(obs, state)
@@ -134,10 +161,13 @@ def test_a_stacked_lstm_steps_and_unrolls_as_each_member_alone():
 LSTM_FAST = [*FAST, "network=lstm", "network.lstm_hidden=16", "stop=budget", "log.every_updates=1"]
 
 
-@pytest.mark.parametrize("algo", ["episodic", "td0", "nstep", "ppo"])
+@pytest.mark.parametrize("algo", ["episodic", "td0", "nstep", "ppo", "ppo_gru"])
 def test_every_variant_trains_a_recurrent_network(tmp_path: Path, algo: str):
-    extra = ["algo.n_steps=16", "algo.minibatches=2"] if algo == "ppo" else []
-    summary = train(compose_train([*LSTM_FAST, f"algo={algo}", "total_steps=600", *extra], tmp_path))
+    extra = ["algo.n_steps=16", "algo.minibatches=2"] if algo.startswith("ppo") else []
+    base = LSTM_FAST
+    if algo == "ppo_gru":  # the GRU cell: the same network, training and checkpoints otherwise
+        algo, base = "ppo", [a.replace("network=lstm", "network=gru") for a in LSTM_FAST]
+    summary = train(compose_train([*base, f"algo={algo}", "total_steps=600", *extra], tmp_path))
     assert summary["env_steps"] >= 600 and np.isfinite(summary["final_eval_return"])
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
     assert "core.ih.weight" in ckpt["model"] and "core.hh.weight" in ckpt["model"]

@@ -448,13 +448,48 @@ class LSTMCore(nn.Module):
         self.ih = nn.Linear(in_dim, 4 * hidden)
         self.hh = nn.Linear(hidden, 4 * hidden, bias=False)
 
+    @property
+    def state_size(self) -> int:
+        return 2 * self.hidden
+
     def forward(self, x: Tensor, state: Tensor) -> Tensor:
         """One step: the inputs (..., B, in_dim) and the state (..., B, 2H) -> the next state."""
+        return self.step(self.ih(x), state)
+
+    def step(self, input_gates: Tensor, state: Tensor) -> Tensor:
+        """One step from the input's share of the gates (``ih(x)``: a sequence's, all at once, in ``unroll``)."""
         h, c = state.split(self.hidden, dim=-1)
-        i, f, g, o = (self.ih(x) + self.hh(h)).chunk(4, dim=-1)  # torch.nn.LSTM's gate order
+        i, f, g, o = (input_gates + self.hh(h)).chunk(4, dim=-1)  # torch.nn.LSTM's gate order
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return torch.cat([h, c], dim=-1)
+
+
+class GRUCore(nn.Module):
+    """A GRU cell of two linear layers (torch.nn.GRU's equations and gate order); its state is the output h,
+    (..., hidden)."""
+
+    stacks_by_broadcast = True
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.ih = nn.Linear(in_dim, 3 * hidden)
+        self.hh = nn.Linear(hidden, 3 * hidden)  # with its bias: b_hn sits inside r * (...), as in torch.nn.GRU
+
+    @property
+    def state_size(self) -> int:
+        return self.hidden
+
+    def forward(self, x: Tensor, state: Tensor) -> Tensor:
+        return self.step(self.ih(x), state)
+
+    def step(self, input_gates: Tensor, state: Tensor) -> Tensor:
+        x_r, x_z, x_n = input_gates.chunk(3, dim=-1)
+        h_r, h_z, h_n = self.hh(state).chunk(3, dim=-1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        return (1 - z) * n + z * state
 
 
 class RecurrentActorCritic(ActorCritic):
@@ -467,13 +502,13 @@ class RecurrentActorCritic(ActorCritic):
 
     recurrent = True
 
-    def __init__(self, encoder: nn.Module, core: LSTMCore, policy_head: nn.Module, value_head: nn.Module):
+    def __init__(self, encoder: nn.Module, core: LSTMCore | GRUCore, policy_head: nn.Module, value_head: nn.Module):
         super().__init__(encoder, None, policy_head, value_head)
         self.core = core
 
     @property
     def state_size(self) -> int:
-        return 2 * self.core.hidden
+        return self.core.state_size
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.zeros(batch, self.state_size, device=device)
@@ -502,11 +537,12 @@ class RecurrentActorCritic(ActorCritic):
     def unroll(self, obs: Tensor, state: Tensor, starts: Tensor) -> Tensor:
         """The LSTM's outputs (..., T, B, H) over sequences of observations (..., T, B, ...), from the
         state (..., B, 2H) before their first step; ``starts`` (..., T, B): an episode starts at that step."""
-        features = self.actor_encoder(self.inputs(obs))  # every step at once; only the LSTM runs step by step
-        steps, outputs = starts.shape[-2], []
-        for t in range(steps):
-            fresh = starts.select(-2, t).unsqueeze(-1)
-            state = self.core(features.select(-3, t), torch.where(fresh, torch.zeros_like(state), state))
+        # every step's encoding and input gates at once; only the recurrence runs step by step
+        input_gates = self.core.ih(self.actor_encoder(self.inputs(obs)))
+        keep = (~starts).unsqueeze(-1).to(state.dtype)  # 0 where an episode starts: the state before it is zeros
+        outputs = []
+        for t in range(starts.shape[-2]):
+            state = self.core.step(input_gates.select(-3, t), state * keep.select(-3, t))
             outputs.append(state[..., : self.core.hidden])
         return torch.stack(outputs, dim=-3)
 
@@ -629,10 +665,12 @@ def lstm_actor_critic(
     value_init_gain: float = 1.0,
     gaussian: dict | None = None,
     cnn_features: int = 256,
+    cell: str = "lstm",
 ) -> RecurrentActorCritic:
-    """``network=lstm``: an MLP encoder (``hidden_sizes``; a Dict observation's encoders in front, as
-    for ``network=mlp``), an LSTM of ``lstm_hidden`` units, then the policy and value heads on its
-    output. The LSTM's weights are orthogonal with gain 1 and its biases 0, as CleanRL's."""
+    """``network=lstm`` (``network=gru``: ``cell="gru"``): an MLP encoder (``hidden_sizes``; a Dict
+    observation's encoders in front, as for ``network=mlp``), an LSTM (or GRU) of ``lstm_hidden`` units,
+    then the policy and value heads on its output. The cell's weights are orthogonal with gain 1 and its
+    biases 0, as CleanRL's."""
     hidden_sizes = list(hidden_sizes)
     if isinstance(observation_space, gym.spaces.Dict):
         dict_encoder = DictEncoder(DictLayout(observation_space), cnn_features)
@@ -642,7 +680,7 @@ def lstm_actor_critic(
         in_dim = int(observation_space.shape[0])
         encoder = mlp(in_dim, hidden_sizes, activation)
         in_dim = hidden_sizes[-1] if hidden_sizes else in_dim
-    core = LSTMCore(in_dim, lstm_hidden)
+    core = LSTMCore(in_dim, lstm_hidden) if cell == "lstm" else GRUCore(in_dim, lstm_hidden)
     net = RecurrentActorCritic(encoder, core, _policy_head(lstm_hidden, action_space, gaussian),
                                head_mlp(lstm_hidden, 1))  # fmt: skip
     _initialise(net, init, init_gain, policy_init_gain, value_init_gain)

@@ -102,7 +102,7 @@ def example_inputs(space: gym.Space, state_size: int = 0, n: int = 2) -> tuple[T
 
 
 def state_size(policy: DeterministicPolicy) -> int:
-    return 2 * policy.core.hidden if policy.core is not None else 0
+    return policy.core.state_size if policy.core is not None else 0
 
 
 def export_policy(policy: DeterministicPolicy, space: gym.Space, fmt: str, path: Path) -> Path:
