@@ -2,12 +2,14 @@
 
     PYTHONPATH=. python bench/atari_throughput.py                # 16 envs, all thread settings
     PYTHONPATH=. python bench/atari_throughput.py --threads 1,1  # torch threads, ALE threads
+    PYTHONPATH=. python bench/atari_throughput.py --threads 1,0 --kinds acx,acx_bf16 --rounds 2  # fp32 vs bf16
 
 Each measurement runs in a fresh process (clean thread settings, its own peak RSS):
 - env only: ale-py's vector env as acx builds it (with acx's LearningSignals wrapper) stepping
   random actions, and the bare ``AtariVectorEnv`` (the ceiling);
 - acx: ``train()`` with experiment=pong_fast (16 envs x 5 steps, Nature-CNN, RMSprop) on the CPU,
-  timed between its first and last metrics rows (start-up and the final evaluation left out).
+  timed between its first and last metrics rows (start-up and the final evaluation left out);
+  ``acx_bf16`` the same with network.precision=bf16 (the conv trunk under bfloat16 autocast).
 Frames are emulator frames: 4 per env step (frame skip 4).
 """
 
@@ -53,7 +55,7 @@ def env_only(num_envs: int, steps: int, ale_threads: int, torch_threads: int, ba
     return {"env_steps": steps * num_envs, "seconds": seconds}
 
 
-def acx_train(num_envs: int, steps: int, ale_threads: int, torch_threads: int) -> dict:
+def acx_train(num_envs: int, steps: int, ale_threads: int, torch_threads: int, precision: str = "fp32") -> dict:
     """acx's own training loop on Pong; throughput from its metrics log."""
     from hydra import compose, initialize_config_dir
 
@@ -68,6 +70,7 @@ def acx_train(num_envs: int, steps: int, ale_threads: int, torch_threads: int) -
                 f"total_steps={steps}",
                 f"env.num_threads={ale_threads}",
                 f"device.threads={torch_threads}",
+                f"network.precision={precision}",
                 "eval.every_steps=1000000000",
                 "eval.episodes=1",
                 "checkpoint.every_steps=1000000000",
@@ -86,8 +89,9 @@ def acx_train(num_envs: int, steps: int, ale_threads: int, torch_threads: int) -
 def child(args: argparse.Namespace) -> None:
     kind, torch_threads, ale_threads = args.child.split(":")
     torch_threads, ale_threads = int(torch_threads), int(ale_threads)
-    if kind == "acx":
-        result = acx_train(args.envs, args.train_steps, ale_threads, torch_threads)
+    if kind.startswith("acx"):
+        precision = "bf16" if kind == "acx_bf16" else "fp32"
+        result = acx_train(args.envs, args.train_steps, ale_threads, torch_threads, precision)
     else:
         result = env_only(args.envs, args.env_steps, ale_threads, torch_threads, bare=kind == "bare")
     sps = result["env_steps"] / result["seconds"]
@@ -102,6 +106,8 @@ def main() -> None:
     parser.add_argument("--env-steps", type=int, default=2000, help="vector steps of the env-only runs")
     parser.add_argument("--train-steps", type=int, default=24000, help="env steps of each acx run")
     parser.add_argument("--threads", default="1,1;1,2;2,1;2,2", help="torch,ALE thread pairs, ';'-separated")
+    parser.add_argument("--kinds", default="bare,env,acx", help="of bare, env, acx, acx_bf16; ','-separated")
+    parser.add_argument("--rounds", type=int, default=1, help="the whole grid this many times, interleaved")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -111,9 +117,10 @@ def main() -> None:
     print(f"{'run':<10} {'torch thr':>9} {'ALE thr':>7} {'steps/s':>8} {'frames/s':>9} {'peak RSS MiB':>12}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sizes = ["--envs", str(args.envs), "--env-steps", str(args.env_steps), "--train-steps", str(args.train_steps)]
-    for pair in args.threads.split(";"):
+    grid = [pair for _ in range(args.rounds) for pair in args.threads.split(";")]
+    for pair in grid:
         torch_threads, ale_threads = (int(x) for x in pair.split(","))
-        for kind in ("bare", "env", "acx"):
+        for kind in args.kinds.split(","):
             cmd = [sys.executable, __file__, "--child", f"{kind}:{torch_threads}:{ale_threads}", *sizes]
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
