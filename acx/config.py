@@ -153,7 +153,7 @@ class MlpNetwork(Init):
 class LstmNetwork(Init):
     target: Literal["acx.algo.networks.lstm_actor_critic"] = Field(alias="_target_")
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64], min_length=0)
-    lstm_hidden: int = Field(64, ge=1)
+    lstm_hidden: int = Field(128, ge=1)
     cell: Literal["lstm", "gru"] = "lstm"
     activation: Literal[ACTIVATIONS] = "tanh"
     gaussian: Gaussian = Gaussian()

@@ -318,7 +318,10 @@ def spaces_section(runs: Path, figures: Path, reps: int, walls: dict[str, float]
         f"'seed=range(0,{seeds})' total_steps=<budget> <overrides>`. CartPole without its velocities "
         "(`env=cartpole_novel`, the zoo's CartPoleNoVel-v1) trains both networks on the zoo's RecurrentPPO "
         "settings (`conf/tuned/cartpole_novel_ppo.yaml`); Buttons-v0 is the tests' own MultiDiscrete env "
-        "(`tests/toy_envs.py`). *Random play*: the mean return of uniform random actions over 100 episodes.",
+        "(`tests/toy_envs.py`). *Random play*: the mean return of uniform random actions over 100 episodes. "
+        "`network=lstm`'s default of 128 units was picked on seeds 100-109 of this CartPole (never the seeds "
+        "here): 64 units solved 6/10 of them, 128 units 10/10, a 64-unit GRU 9/10, and 64 units without the "
+        "encoder before the LSTM 2/10.",
         "",
         "| sweep | env | variant | reached | confirmed | final return, IQM [95% CI] | best return, IQM [95% CI] "
         "| random play | steps to threshold (median) |",

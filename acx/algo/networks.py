@@ -657,7 +657,7 @@ def lstm_actor_critic(
     observation_space: gym.Space,
     action_space: gym.Space,
     hidden_sizes: Sequence[int] = (64,),
-    lstm_hidden: int = 64,
+    lstm_hidden: int = 128,
     activation: str = "tanh",
     init: str = "orthogonal",
     init_gain: float = math.sqrt(2),
