@@ -96,6 +96,19 @@ def acx_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["acx", *args], code, out.getvalue(), err.getvalue())
 
 
+def resume_copy(first: Path, into: Path, overrides: list[str]) -> tuple[dict, list[dict]]:
+    """A copy of the finished run ``first`` resumed in ``into`` with ``overrides``: its final checkpoint and
+    its metrics rows without the wall-clock columns (what two resumes of one checkpoint must share)."""
+    from acx.run.checkpoint import load_checkpoint
+    from acx.run.train import train
+
+    shutil.copytree(first, into)
+    train(compose_train([*overrides, f"resume={into}"], into))
+    ckpt = load_checkpoint(into / "checkpoints" / "final.pt")
+    lines = (into / "metrics.jsonl").read_text().splitlines()
+    return ckpt, [{k: v for k, v in json.loads(x).items() if k not in ("wall_time", "time/sps")} for x in lines]
+
+
 def learner_of(net, loss=None, optimizer=None, estimator=None, seed: int = 0, **options):
     """A cohort of one around ``net``: its learner (Adam at lr 1e-3 and A2C's loss unless given), the
     network it trains (``learner.net``), sampling from a generator seeded with ``seed``."""

@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from acx.run.checkpoint import load_checkpoint
 from acx.run.rollout import RolloutCollector
 from acx.run.train import train
 from acx.sweep.grouping import why_alone
-from tests.conftest import FAST, compose_train, learner_of, run_acx
+from tests.conftest import FAST, compose_train, learner_of, resume_copy, run_acx
 from tests.test_config import EXPERIMENTS
 
 # ---- the loss ----------------------------------------------------------------------------------
@@ -220,14 +219,7 @@ def test_ppo_trains_logs_its_statistics_and_resumes_exactly(tmp_path: Path):
     assert logged and all(k in logged[0] for k in ("train/clip_fraction", "train/explained_variance"))
     assert logged[0]["train/gradient_steps"] == 16
 
-    def resume(name: str):
-        shutil.copytree(first, tmp_path / name)
-        train(compose_train([*PPO_FAST, "total_steps=2048", f"resume={tmp_path / name}"], tmp_path / name))
-        ckpt = load_checkpoint(tmp_path / name / "checkpoints" / "final.pt")
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return ckpt, [{k: v for k, v in json.loads(x).items() if k not in ("wall_time", "time/sps")} for x in lines]
-
-    (a, rows_a), (b, rows_b) = resume("a"), resume("b")
+    (a, rows_a), (b, rows_b) = (resume_copy(first, tmp_path / name, [*PPO_FAST, "total_steps=2048"]) for name in "ab")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert rows_a == rows_b
     state_a, state_b = a["optimizers"]["all"]["state"], b["optimizers"]["all"]["state"]

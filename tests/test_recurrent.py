@@ -6,7 +6,6 @@ the unshuffled rollout, every variant trains, a cohort stacks it, resume is exac
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from acx.run.build import build_estimator
 from acx.run.checkpoint import load_checkpoint
 from acx.run.rollout import RolloutCollector
 from acx.run.train import train
-from tests.conftest import FAST, compose_train, learner_of, run_acx
+from tests.conftest import FAST, compose_train, learner_of, resume_copy, run_acx
 
 ort = pytest.importorskip("onnxruntime", reason="the export checks need the [export] extra (make venv has it)")
 
@@ -180,14 +179,7 @@ def test_a_recurrent_ppo_run_resumes_exactly(tmp_path: Path):
     first = tmp_path / "first"
     train(compose_train([*args, "total_steps=256"], first))
 
-    def resume(name: str):
-        shutil.copytree(first, tmp_path / name)
-        train(compose_train([*args, "total_steps=512", f"resume={tmp_path / name}"], tmp_path / name))
-        ckpt = load_checkpoint(tmp_path / name / "checkpoints" / "final.pt")
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return ckpt, [{k: v for k, v in json.loads(x).items() if k not in ("wall_time", "time/sps")} for x in lines]
-
-    (a, rows_a), (b, rows_b) = resume("a"), resume("b")
+    (a, rows_a), (b, rows_b) = (resume_copy(first, tmp_path / name, [*args, "total_steps=512"]) for name in "ab")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert rows_a == rows_b and a["meta"]["progress"]["env_steps"] >= 512
     start = load_checkpoint(first / "checkpoints" / "final.pt")
