@@ -163,11 +163,6 @@ class DictLayout:
             )
             offset += size
         self.size = offset
-        self.packed_space = gym.spaces.Box(-np.inf, np.inf, (self.size,), np.float32)
-
-    @property
-    def keys(self) -> list[str]:
-        return [e.key for e in self.entries]
 
     def normalized(self) -> np.ndarray:
         """Which entries of the flat vector ``normalize.obs`` normalises: those of the Box keys."""
@@ -556,6 +551,26 @@ class RecurrentActorCritic(ActorCritic):
         raise TypeError("a recurrent network evaluates sequences: evaluate_sequence(obs, actions, state, starts)")
 
 
+def flat_encoder(
+    observation_space: gym.Space,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    layer_norm: bool = False,
+    bias: bool = True,
+    cnn_features: int = 256,
+) -> tuple[nn.Module, int]:
+    """An MLP over flat observations, a Dict's per-key encoders (``DictEncoder``) in front of it for
+    Dict observations; the module and the width of its output (no hidden layers: the input's)."""
+    if isinstance(observation_space, gym.spaces.Dict):
+        keys = DictEncoder(DictLayout(observation_space), cnn_features)
+        in_dim = keys.out_dim
+        module: nn.Module = nn.Sequential(keys, mlp(in_dim, hidden_sizes, activation, layer_norm, bias))
+    else:
+        in_dim = int(observation_space.shape[0])
+        module = mlp(in_dim, hidden_sizes, activation, layer_norm, bias)
+    return module, (hidden_sizes[-1] if hidden_sizes else in_dim)
+
+
 def _policy_head(in_dim: int, action_space: gym.Space, gaussian: dict | None, hidden: int = 0) -> nn.Module:
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalHead(in_dim, int(action_space.n), hidden)
@@ -599,16 +614,9 @@ def mlp_actor_critic(
     """MLP actor-critic for flat observations: separate MLPs, or one shared trunk (``shared``). Dict
     observations get a ``DictEncoder`` in front of each MLP (``cnn_features`` units per image key)."""
     hidden_sizes = list(hidden_sizes)
-
-    def trunk() -> nn.Module:
-        if not isinstance(observation_space, gym.spaces.Dict):
-            return mlp(int(observation_space.shape[0]), hidden_sizes, activation, layer_norm, bias)
-        encoder = DictEncoder(DictLayout(observation_space), cnn_features)
-        return nn.Sequential(encoder, mlp(encoder.out_dim, hidden_sizes, activation, layer_norm, bias))
-
-    actor = trunk()
-    critic = None if shared else trunk()
-    feat = hidden_sizes[-1]
+    encoder_args = (observation_space, hidden_sizes, activation, layer_norm, bias, cnn_features)
+    actor, feat = flat_encoder(*encoder_args)
+    critic = None if shared else flat_encoder(*encoder_args)[0]
     policy_head = _policy_head(feat, action_space, gaussian)
     if not bias:  # seed 004 has no biases anywhere
         for layer in policy_head.modules():
@@ -671,15 +679,7 @@ def lstm_actor_critic(
     observation's encoders in front, as for ``network=mlp``), an LSTM (or GRU) of ``lstm_hidden`` units,
     then the policy and value heads on its output. The cell's weights are orthogonal with gain 1 and its
     biases 0, as CleanRL's."""
-    hidden_sizes = list(hidden_sizes)
-    if isinstance(observation_space, gym.spaces.Dict):
-        dict_encoder = DictEncoder(DictLayout(observation_space), cnn_features)
-        encoder: nn.Module = nn.Sequential(dict_encoder, mlp(dict_encoder.out_dim, hidden_sizes, activation))
-        in_dim = hidden_sizes[-1] if hidden_sizes else dict_encoder.out_dim
-    else:
-        in_dim = int(observation_space.shape[0])
-        encoder = mlp(in_dim, hidden_sizes, activation)
-        in_dim = hidden_sizes[-1] if hidden_sizes else in_dim
+    encoder, in_dim = flat_encoder(observation_space, list(hidden_sizes), activation, cnn_features=cnn_features)
     core = LSTMCore(in_dim, lstm_hidden) if cell == "lstm" else GRUCore(in_dim, lstm_hidden)
     net = RecurrentActorCritic(encoder, core, _policy_head(lstm_hidden, action_space, gaussian),
                                head_mlp(lstm_hidden, 1))  # fmt: skip

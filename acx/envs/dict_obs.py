@@ -44,7 +44,7 @@ class PackDict(gym.ObservationWrapper):
     def __init__(self, env: gym.Env):
         super().__init__(env)
         self.dict_space = env.observation_space
-        size = sum(1 if isinstance(s, gym.spaces.Discrete) else int(np.prod(s.shape)) for s in self.dict_space.values())
+        size = pack(self.dict_space, self.dict_space.sample()).size  # what ``pack`` gives, whatever the keys
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
 
     def observation(self, observation):

@@ -117,7 +117,6 @@ class Wrap:
 
 # the action spaces acx has a policy head for (acx.algo.networks): categorical, one categorical per part, a Gaussian
 ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Box)
-ACTION_SPACE_NAMES = "Discrete, MultiDiscrete, MultiBinary and Box"
 
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
@@ -136,7 +135,10 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
             f"observations{hint}"
         )
     if not isinstance(action_space, ACTION_SPACES):
-        raise ConfigError(f"env: {env_id} has {action_space} actions; acx supports {ACTION_SPACE_NAMES} actions")
+        raise ConfigError(
+            f"env: {env_id} has {action_space} actions; acx supports Discrete, MultiDiscrete, MultiBinary and Box "
+            "actions"
+        )
 
 
 def _cartpole_terminated(obs: np.ndarray, reward: np.ndarray) -> np.ndarray:

@@ -45,12 +45,12 @@ def build_network(
     running statistics that ``normalize`` switches on (``acx.algo.normalize``) among its buffers."""
     net = instantiate(network_cfg, observation_space=factory.observation_space, action_space=factory.action_space)
     if normalize and normalize.get("obs"):
-        space, only = factory.observation_space, None
-        if isinstance(space, gym.spaces.Dict):  # the packed vector's Box keys only (acx.envs.dict_obs)
-            layout = DictLayout(space)
-            space, only = layout.packed_space, torch.from_numpy(layout.normalized())
+        shape, only = tuple(factory.observation_space.shape or ()), None
+        if isinstance(factory.observation_space, gym.spaces.Dict):  # the packed vector's Box keys only
+            layout = DictLayout(factory.observation_space)
+            shape, only = (layout.size,), torch.from_numpy(layout.normalized())
         clip, epsilon = normalize.get("clip_obs", 10.0), normalize.get("epsilon", 1e-8)
-        net.obs_norm = ObsNormalizer(tuple(space.shape), clip, epsilon, only=only)
+        net.obs_norm = ObsNormalizer(shape, clip, epsilon, only=only)
     if normalize and normalize.get("reward"):
         net.reward_norm = RewardNormalizer(normalize.get("clip_reward", 10.0), normalize.get("epsilon", 1e-8))
     return net.to(device)

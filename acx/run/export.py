@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 import acx
-from acx.algo.networks import ActorCritic, DictLayout
+from acx.algo.networks import ActorCritic
 from acx.config import ExportConfig, validate
 from acx.run.build import build_from_checkpoint
 from acx.run.checkpoint import load_checkpoint
@@ -43,8 +43,7 @@ class DeterministicPolicy(nn.Module):
         # network=lstm: the graph takes the state before the step as its last input and gives the next one
         self.core = net.core if net.recurrent else None
         # Dict observations: one input per key, packed here as the env side packs them (acx.envs.dict_obs)
-        is_dict = isinstance(observation_space, gym.spaces.Dict)
-        self.layout = DictLayout(observation_space) if is_dict else None
+        self.packs = isinstance(observation_space, gym.spaces.Dict)
         self.obs_norm = net.obs_norm  # normalize.obs: the graph normalises its input with the run's statistics
         self.discrete = not isinstance(action_space, gym.spaces.Box)
         # (Multi)Discrete: the env's action is the argmax (per part) plus the space's start, in its shape
@@ -62,7 +61,7 @@ class DeterministicPolicy(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         observation, state = (inputs[:-1], inputs[-1]) if self.core is not None else (inputs, None)
-        observation = self.pack(observation) if self.layout is not None else observation[0]
+        observation = self.pack(observation) if self.packs else observation[0]
         if self.obs_norm is not None:
             observation = self.obs_norm(observation)
         elif observation.dtype != torch.uint8:  # uint8 frames stay uint8: the CNN scales them itself
