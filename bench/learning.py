@@ -1,18 +1,23 @@
-"""The learning-quality table: every variant x {CartPole-v1, Acrobot-v1, Pendulum-v1}, 10 seeds per
-cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`'s statistics.
+"""The learning-quality table: every variant x {CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0,
+MountainCarContinuous-v0}, the zoo's A2C and PPO settings on HalfCheetah-v5 and Hopper-v5 at 1M steps,
+10 seeds per cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`'s statistics,
+beside rl-baselines3-zoo's published results.
 
     make learning                  # or: python bench/learning.py [--seeds 10] [--reuse | --tuned-only]
     make learning ARGS="--env cartpole --env acrobot"   # train these envs only, reuse the others' sweeps
+    make learning ARGS="--env halfcheetah"              # MuJoCo: hours (10 seeds x 1M steps a variant)
     make learning ARGS=--spaces    # the Dict, MultiDiscrete and network=lstm sweeps only, reuse the rest
     make learning ARGS=--cost      # only the timing of network=lstm against network=mlp
 
-Each env is one real `acx train -m hydra/launcher=population` command over the three variants and
+Each classic env is one real `acx train -m hydra/launcher=population` command over the four variants and
 the seeds, with the plain presets (`env=X algo=Y ~tuned`, nothing tuned); then `acx train env=X` with
 the tuned defaults of conf/tuned/ for the (env, variant) pairs in TUNED, the same seeds
 (`--tuned-only`: train just those, and rewrite the doc with the other sweeps as they are). The
 population launcher trains every variant's seeds as cohorts, one per core. Runs stop
 early when they solve (the default eval_threshold stop rule); Pendulum has no registered threshold,
-so it is given -200.
+so it is given -200. MuJoCo runs train to their budget (stop=budget), as the zoo's results do; a MuJoCo
+sweep enters the doc once every seed has finished (resume a stopped one with `acx train -m
+hydra/launcher=population resume=<run>,<run>,...`).
 The seeds are 0..S-1; nothing in acx was tuned on them (conf/tuned/ was searched on seeds 100 and up).
 """
 
@@ -30,21 +35,56 @@ from pathlib import Path
 
 import numpy as np
 
-from acx.analysis.report import format_ci, plot_profiles, write_report
+from acx.analysis.report import Report, format_ci, plot_profiles, write_report
 from acx.analysis.scores import METRICS, REFERENCE_SCORES, interval_estimates, normalize, performance_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 ACX = str(Path(sys.executable).parent / "acx")
-VARIANTS = ("episodic", "td0", "nstep")
+VARIANTS = ("episodic", "td0", "nstep", "ppo")
 # env preset, the budget in env steps, extra overrides; ~tuned: the plain presets, never conf/tuned/
 ENVS = {
     "cartpole": (100_000, ["~tuned"]),
     "acrobot": (200_000, ["~tuned"]),
     "pendulum": (200_000, ["~tuned", "env.reward_threshold=-200"]),
+    "mountaincar": (200_000, ["~tuned"]),
+    "mountaincar_continuous": (200_000, ["~tuned"]),
 }
 # the tuned defaults (conf/tuned/<env>_<variant>.yaml) measured against that baseline: `acx train env=<env>`
-TUNED = [("cartpole", "td0", 100_000), ("acrobot", "episodic", 200_000), ("pendulum", "nstep", 200_000),
-         ("pendulum", "ppo", 100_000)]  # fmt: skip
+TUNED = [("cartpole", "td0", 100_000), ("acrobot", "episodic", 200_000), ("pendulum", "nstep", 300_000),
+         ("pendulum", "ppo", 100_000), ("mountaincar", "nstep", 1_000_000),
+         ("mountaincar", "ppo", 1_000_000), ("mountaincar_continuous", "nstep", 100_000),
+         ("mountaincar_continuous", "ppo", 100_000)]  # fmt: skip
+# MuJoCo: the zoo's A2C and PPO settings (conf/tuned/<env>_{nstep,ppo}.yaml) at its 1M budget, every run
+# to the end (stop=budget: the zoo reports the return after 1M steps, not the first to pass a threshold)
+MUJOCO = {"halfcheetah": 1_000_000, "hopper": 1_000_000}
+MUJOCO_VARIANTS = ("nstep", "ppo")
+# why a cell of these envs that no seed learned did not (seen in every such cell's runs here), after its numbers
+WHY = {
+    "MountainCar-v0": ": every evaluation scored -200, the car never reached the flag, and until it does every "
+    "step costs the same -1, so there is nothing to learn from (the zoo's settings, conf/tuned/mountaincar_nstep "
+    "and _ppo, reach it)",
+    "MountainCarContinuous-v0": ": the policies learn to push as little as possible (a return of 0, the action "
+    "cost saved) before their noise drives the car up the hill; the zoo's settings "
+    "(conf/tuned/mountaincar_continuous_nstep and _ppo: rewards normalised, a high gamma or long rollouts) reach it",
+}
+# rl-baselines3-zoo's published results (its benchmark.md: one trained agent per cell, its mean return
+# and std over ~150k deterministic eval steps), (env id, acx variant): (zoo algo, mean, std, budget, zoo env id)
+ZOO = {
+    ("CartPole-v1", "nstep"): ("a2c", 500.0, 0.0, 500_000, "CartPole-v1"),
+    ("CartPole-v1", "ppo"): ("ppo", 500.0, 0.0, 100_000, "CartPole-v1"),
+    ("Acrobot-v1", "nstep"): ("a2c", -83.353, 17.213, 500_000, "Acrobot-v1"),
+    ("Acrobot-v1", "ppo"): ("ppo", -73.506, 18.201, 1_000_000, "Acrobot-v1"),
+    ("Pendulum-v1", "nstep"): ("a2c", -162.965, 103.210, 1_000_000, "Pendulum-v1"),
+    ("Pendulum-v1", "ppo"): ("ppo", -172.225, 104.159, 100_000, "Pendulum-v1"),
+    ("MountainCar-v0", "nstep"): ("a2c", -111.263, 24.087, 1_000_000, "MountainCar-v0"),
+    ("MountainCar-v0", "ppo"): ("ppo", -110.423, 19.473, 1_000_000, "MountainCar-v0"),
+    ("MountainCarContinuous-v0", "nstep"): ("a2c", 91.166, 0.255, 100_000, "MountainCarContinuous-v0"),
+    ("MountainCarContinuous-v0", "ppo"): ("ppo", 88.343, 2.572, 20_000, "MountainCarContinuous-v0"),
+    ("HalfCheetah-v5", "nstep"): ("a2c", 3041.174, 157.265, 1_000_000, "HalfCheetah-v3"),
+    ("HalfCheetah-v5", "ppo"): ("ppo", 5819.099, 663.530, 1_000_000, "HalfCheetah-v3"),
+    ("Hopper-v5", "nstep"): ("a2c", 733.454, 376.574, 1_000_000, "Hopper-v3"),
+    ("Hopper-v5", "ppo"): ("ppo", 2410.435, 10.026, 1_000_000, "Hopper-v3"),
+}
 # spaces and memory (`--spaces`): (sweep, what it shows, env preset, variant, budget, overrides); the CartPole
 # without velocities pair differs only in the network, on the tuned file both pick
 SPACES = [
@@ -82,6 +122,17 @@ def timed(run_dir: Path, overrides: list[str]) -> float:
     return summary["env_steps"] / summary["wall_seconds"]
 
 
+REPORTS: dict[Path, Report] = {}
+
+
+def report_of(sweep: Path, out: Path, reps: int) -> Report:
+    """``acx report`` of one sweep (its figures in ``out``), computed once however many tables use it;
+    a sweep of several variants compares them against nstep."""
+    if sweep not in REPORTS:
+        REPORTS[sweep] = write_report(sweep, out=out, baseline="algo=nstep" if sweep.name in ENVS else None, reps=reps)
+    return REPORTS[sweep]
+
+
 def cell(row: dict) -> dict[str, str]:
     """A table cell's numbers from an ``acx report`` row."""
     median = row["steps_to_threshold_median"]
@@ -96,19 +147,23 @@ def cell(row: dict) -> dict[str, str]:
     }
 
 
-def table_cell(row: dict, env: str, variant: str, defaults: str, budget: int) -> dict:
+def table_cell(
+    row: dict, env: str, variant: str, defaults: str, budget: int, reached: int | None = None, target: str = ""
+) -> dict:
     """docs/learning.json's cell for an ``acx report`` row: a cell learns when any seed reached the
-    threshold; one that does not says why (acx prints it at the start of such a run)."""
-    learns = row["reached"] > 0
+    threshold (or ``reached`` seeds a ``target`` of its own: MuJoCo's is the zoo's published return);
+    one that does not says why (acx prints it at the start of such a run)."""
+    reached = row["reached"] if reached is None else reached
+    learns = reached > 0
     why = None
     if not learns:
-        random_play = REFERENCE_SCORES[row["env_id"]][0]
-        below = row["final"]["IQM"].point < random_play
-        why = (f"0/{row['runs']} seeds reached {row['threshold']:g} within {budget:,} env steps"
+        random_play = REFERENCE_SCORES.get(row["env_id"], (None,))[0]
+        below = random_play is not None and row["final"]["IQM"].point < random_play
+        why = (f"0/{row['runs']} seeds reached {target or format(row['threshold'], 'g')} within {budget:,} env steps"
                + (f", and their final IQM ({row['final']['IQM'].point:.0f}) is below random play ({random_play:.0f})"
-                  if below else ""))  # fmt: skip
+                  if below else "") + WHY.get(row["env_id"], ""))  # fmt: skip
     return {"env": env, "env_id": row["env_id"], "variant": variant, "defaults": defaults, "budget": budget,
-            "runs": row["runs"], "reached": row["reached"], "solved": row["solved"], "learns": learns,
+            "runs": row["runs"], "reached": reached, "solved": row["solved"], "learns": learns,
             "why": why}  # fmt: skip
 
 
@@ -117,7 +172,8 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     figures = out / "learning"
     figures.mkdir(parents=True, exist_ok=True)
     envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
-    names = [{"cartpole": "CartPole"}.get(env, env.capitalize()) for env in envs]
+    names = [{"cartpole": "CartPole", "mountaincar": "MountainCar", "mountaincar_continuous": "MountainCarContinuous"}
+             .get(env, env.capitalize()) for env in envs]  # fmt: skip
     lines = [
         "# Learning quality: every variant on "
         + (", ".join(names[:-1]) + " and " if len(names) > 1 else "")
@@ -145,7 +201,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     ]
     poor, finals, ids, cells = [], {}, [], []
     for env, (budget, _) in envs.items():
-        report = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
+        report = report_of(runs / env, figures / env, reps)
         by_variant = {label.split("=", 1)[1]: row for label, row in zip(report.groups, report.rows, strict=True)}
         ids.append(by_variant[VARIANTS[0]]["env_id"])
         for variant in VARIANTS:
@@ -156,7 +212,10 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
             lines.append(f"| {row['env_id']} | {budget:,} | {variant} | {c['reached']} | {c['solved']} | {c['final']} "
                          f"| {c['best']} | {c['steps']} | {c['wall']} | {learns} |")  # fmt: skip
             if row["reached"] < row["runs"]:
-                worse = row["final"]["IQM"].high < row["best"]["IQM"].low  # the policies got worse after their best
+                low, high = REFERENCE_SCORES[row["env_id"]]  # a gap of 1% of random play to the threshold, at least
+                worse = row["final"]["IQM"].high < row["best"]["IQM"].low - 0.01 * (
+                    high - low
+                )  # worse after their best
                 poor.append(
                     f"**{variant} on {row['env_id']}**: {c['reached']} reached, {c['solved']} solved, "
                     f"final IQM {c['final']}"
@@ -199,8 +258,11 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
 
     tuned_lines, tuned_cells = tuned_section(runs, figures, reps, walls, seeds)
     lines += tuned_lines
+    mujoco_lines, mujoco_cells = mujoco_section(runs, figures, reps, walls, seeds)
+    lines += mujoco_lines
+    lines += zoo_section(runs, figures, reps, seeds)
     lines += spaces_section(runs, figures, reps, walls, seeds)
-    cells += tuned_cells
+    cells += tuned_cells + mujoco_cells
     matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
     estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
     lines += [
@@ -276,8 +338,8 @@ def tuned_section(
         sweep = runs / name
         if not sweep.is_dir() or not (runs / env).is_dir():
             continue
-        plain = write_report(runs / env, out=figures / env, baseline="algo=nstep", reps=reps)
-        tuned = write_report(sweep, out=figures / name, reps=reps)
+        plain = report_of(runs / env, figures / env, reps)
+        tuned = report_of(sweep, figures / name, reps)
         for label, report in (("plain", plain), ("tuned", tuned)):
             rows = dict(zip(report.groups, report.rows, strict=True))
             key = next((k for k in rows if label == "tuned" or k == f"algo={variant}"), None)
@@ -287,7 +349,8 @@ def tuned_section(
             what = f"`conf/tuned/{env}_{variant}.yaml`" if label == "tuned" else f"plain `algo={variant}`"
             if label == "tuned":
                 cells.append(table_cell(row, env, variant, f"conf/tuned/{env}_{variant}.yaml", budget))
-            lines.append(f"| {row['env_id']} | {budget:,} | {what} | {c['reached']} | {c['solved']} "
+            steps = budget if label == "tuned" else ENVS[env][0]  # the plain row: the plain sweep's budget
+            lines.append(f"| {row['env_id']} | {steps:,} | {what} | {c['reached']} | {c['solved']} "
                          f"| {c['final']} | {c['best']} | {c['steps']} | {c['wall']} |")  # fmt: skip
         figures_of += [
             "",
@@ -298,6 +361,107 @@ def tuned_section(
             f"The whole report: [learning/{name}/report.md](learning/{name}/report.md).",
         ]
     return lines + figures_of, cells
+
+
+def zoo_of(env_id: str, variant: str) -> str:
+    """The zoo's published result for a cell, as the tables show it."""
+    algo, mean, std, budget, zoo_env = ZOO[(env_id, variant)]
+    return f"{mean:.1f} ± {std:.1f} ({algo.upper()}, {zoo_env}, {budget / 1e6:g}M)"
+
+
+def finished(sweep: Path, seeds: int) -> bool:
+    """Whether every seed's run of ``sweep`` has ended (its summary.json written): an hours-long MuJoCo
+    sweep still training, or stopped to be resumed, is left out of the doc rather than shown half done."""
+    return len(list(sweep.glob("*/summary.json"))) >= seeds
+
+
+def mujoco_section(
+    runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int
+) -> tuple[list[str], list[dict]]:
+    """HalfCheetah and Hopper: the zoo's A2C and PPO settings at its 1M budget against its published
+    returns, and their learning.json cells (a cell learns when a seed's final return reached the zoo's)."""
+    from acx.analysis.scores import random_score
+
+    sweeps = [(env, variant, budget) for env, budget in MUJOCO.items() for variant in MUJOCO_VARIANTS
+              if finished(runs / f"tuned_{env}_{variant}", seeds)]  # fmt: skip
+    if not sweeps:
+        return [], []
+    lines = [
+        "",
+        "## MuJoCo at the zoo's budget: HalfCheetah-v5 and Hopper-v5",
+        "",
+        "`acx train env=<env> algo=<variant>` picks the zoo's settings (`conf/tuned/<env>_nstep.yaml`: its "
+        "a2c.yml MuJoCo defaults; `conf/tuned/<env>_ppo.yaml`: its tuned ppo.yml entry). Seeds "
+        f"0..{seeds - 1}, each run to its budget (`stop=budget`: the zoo reports the return after 1M steps): "
+        f"`acx train -m hydra/launcher=population env=<env> algo=<variant> 'seed=range(0,{seeds})' stop=budget`. "
+        "*At or above the zoo*: the seeds whose final return (10 deterministic episodes) is at or above "
+        "the zoo's published return for the same algorithm; a cell learns when any seed is. The zoo's "
+        "numbers are one trained agent each on the v3 envs (its `benchmark.md`), so they carry no spread "
+        "across seeds; v5 differs from v3 in MuJoCo's bindings and defaults, not in the task.",
+        "",
+        "| env | variant | budget | at or above the zoo | final return, IQM [95% CI] | best return, IQM [95% CI] "
+        "| the zoo's return | random play | wall s (mean) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    cells, figures_of = [], []
+    for env, variant, budget in sweeps:
+        name = f"tuned_{env}_{variant}"
+        report = report_of(runs / name, figures / name, reps)
+        row, group = report.rows[0], next(iter(report.groups.values()))
+        finals = np.array([r.final_eval for r in group], dtype=float)
+        zoo_mean = ZOO[(row["env_id"], variant)][1]
+        above = int((finals >= zoo_mean).sum())
+        c = cell(row)
+        lines.append(f"| {row['env_id']} | {variant} | {budget:,} | {above}/{row['runs']} | {c['final']} | {c['best']} "
+                     f"| {zoo_of(row['env_id'], variant)} | {random_score(row['env_id'], episodes=10):.0f} "
+                     f"| {c['wall']} |")  # fmt: skip
+        target = f"the zoo's return ({zoo_mean:.0f})"
+        cells.append(table_cell(row, env, variant, f"conf/tuned/{env}_{variant}.yaml", budget, above, target))
+        figures_of += [f"![{env} {variant}](learning/{name}/learning_curves.png)"]
+    return lines + ["", *figures_of], cells
+
+
+def zoo_section(runs: Path, figures: Path, reps: int, seeds: int) -> list[str]:
+    """acx's n-step and PPO, with the defaults a plain command picks, against the zoo's published A2C and
+    PPO returns on every env with a sweep."""
+    lines = [
+        "",
+        "## Against rl-baselines3-zoo's published results",
+        "",
+        "acx's `algo=nstep` (A2C) and `algo=ppo` with the defaults `acx train env=<env> algo=<variant>` picks "
+        f"(the tuned file where there is one, else the plain presets), seeds 0..{seeds - 1}, against the zoo's "
+        "`benchmark.md`: one trained agent per cell, its mean return and std over about 150k deterministic "
+        "eval steps, at the zoo's own budget. *Verdict*: the zoo's mean against acx's final IQM CI (above it, "
+        "inside it, below it). On the classic envs an acx run stops once it solves (its final return is the "
+        "first confirmed evaluation at the threshold), so its final return is what it reached, not its "
+        "ceiling.",
+        "",
+        "| env | variant | acx defaults | acx budget | acx final return, IQM [95% CI] | the zoo | verdict |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    tuned = {(env, variant): budget for env, variant, budget in TUNED}
+    tuned.update({(env, variant): budget for env, budget in MUJOCO.items() for variant in MUJOCO_VARIANTS})
+    shown = 0
+    for env in [*ENVS, *MUJOCO]:
+        for variant in ("nstep", "ppo"):
+            name = f"tuned_{env}_{variant}"
+            if (env, variant) in tuned and finished(runs / name, seeds):
+                sweep, budget, defaults = runs / name, tuned[(env, variant)], f"`conf/tuned/{name[6:]}.yaml`"
+            elif env in ENVS and (env, variant) not in tuned and (runs / env).is_dir():
+                sweep, budget, defaults = runs / env, ENVS[env][0], "plain"
+            else:
+                continue
+            report = report_of(sweep, figures / sweep.name, reps)
+            rows = dict(zip(report.groups, report.rows, strict=True))
+            row = rows.get(f"algo={variant}", report.rows[0])
+            if (row["env_id"], variant) not in ZOO:
+                continue
+            final, zoo_mean = row["final"]["IQM"], ZOO[(row["env_id"], variant)][1]
+            verdict = "above" if final.low > zoo_mean else "below" if final.high < zoo_mean else "inside"
+            lines.append(f"| {row['env_id']} | {variant} | {defaults} | {budget:,} | {format_ci(final)} "
+                         f"| {zoo_of(row['env_id'], variant)} | {verdict} |")  # fmt: skip
+            shown += 1
+    return lines if shown else []
 
 
 def spaces_section(runs: Path, figures: Path, reps: int, walls: dict[str, float], seeds: int) -> list[str]:
@@ -372,7 +536,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
     parser.add_argument("--tuned-only", action="store_true", help="train only the tuned sweeps, reuse the others")
     parser.add_argument(
-        "--env", action="append", choices=list(ENVS), help="train this env only (repeatable); the doc: all in --runs"
+        "--env",
+        action="append",
+        choices=[*ENVS, *MUJOCO],
+        help="train this env only (repeatable); the doc: all in --runs",
     )
     parser.add_argument("--spaces", action="store_true", help="train only the spaces-and-memory sweeps, reuse the rest")
     parser.add_argument("--cost", action="store_true", help="time only the recurrent core's cost runs, reuse the rest")
@@ -383,7 +550,7 @@ def main() -> None:
     if (runs / "walls.json").is_file():
         walls = json.loads((runs / "walls.json").read_text())
     if not (args.reuse or args.spaces or args.cost):
-        chosen = {env: v for env, v in ENVS.items() if not args.env or env in args.env}
+        chosen = {env: v for env, v in ENVS.items() if not args.env or env in args.env}  # MuJoCo: below
         if not args.tuned_only:
             for env, (budget, extra) in chosen.items():
                 print(f"learning: {env}, {len(VARIANTS)} variants x {args.seeds} seeds, {budget:,} steps", flush=True)
@@ -395,6 +562,13 @@ def main() -> None:
             print(f"learning: tuned {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
             name = f"tuned_{env}_{variant}"
             walls[name] = train(runs / name, env, budget, [], args.seeds, variants=(variant,))
+        for env, budget in MUJOCO.items():
+            if args.env and env not in args.env:
+                continue
+            for variant in MUJOCO_VARIANTS:  # hours each: 10 seeds x 1M MuJoCo steps on one core
+                print(f"learning: {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
+                name = f"tuned_{env}_{variant}"
+                walls[name] = train(runs / name, env, budget, ["stop=budget"], args.seeds, variants=(variant,))
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
     everything = not (args.reuse or args.tuned_only or args.env or args.spaces or args.cost)  # make learning
