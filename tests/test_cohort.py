@@ -86,8 +86,10 @@ def test_a_member_learns_as_its_single_run_also_when_it_joins_late(tmp_path: Pat
         a = load_checkpoint(tmp_path / f"single{s}" / "checkpoints" / "final.pt")["model"]
         b = load_checkpoint(tmp_path / f"member{s}" / "checkpoints" / "final.pt")["model"]
         assert a.keys() == b.keys()  # normalisation statistics included (each member's own)
+        # atol 1e-4: the weights carry every update's last-bit differences, and TD(0)'s ~1,500 updates moved
+        # one bias of 0.0013 by 1.4e-5 on an Intel Xeon (AMD EPYC: within 1e-5)
         for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=k)
     assert results[0]["env_steps"] >= 300
 
 

@@ -29,11 +29,11 @@ def test_nstep_solves_cartpole(tmp_path: Path, seed: int):
     assert summary["solved_at_step"] <= 100000
 
 
-@pytest.mark.parametrize("algo,threshold", [("td0", 400), ("episodic", 400)])
-def test_td0_and_episodic_learn_cartpole(tmp_path: Path, algo: str, threshold: float):
-    cfg = compose_train([*QUIET, f"algo={algo}", "seed=0", "total_steps=100000", "eval.every_steps=5000"], tmp_path)
+def test_episodic_learns_cartpole(tmp_path: Path):
+    """TD(0) on CartPole runs its tuned file (conf/tuned/cartpole_td0.yaml): tested with the others below."""
+    cfg = compose_train([*QUIET, "algo=episodic", "seed=0", "total_steps=100000", "eval.every_steps=5000"], tmp_path)
     summary = train(cfg)
-    assert summary["best_eval_return"] >= threshold, summary
+    assert summary["best_eval_return"] >= 400, summary
 
 
 def test_nstep_learns_pendulum(tmp_path: Path):
@@ -46,7 +46,7 @@ def test_nstep_learns_pendulum(tmp_path: Path):
     assert ckpt["meta"]["action_space"]["type"] == "Box"
 
 
-# Tuned files (conf/tuned/): the plain command, seeds 0 and 1 (or 0-2) as one cohort. Another CPU rounds
+# Tuned files (conf/tuned/): the plain command, seeds 0 and 1 as one cohort. Another CPU rounds
 # differently, and over thousands of updates a seed's trajectory becomes another sample of the same
 # distribution, so each budget and threshold holds for the seeds measured here (through the population
 # launcher, docs/learning.md and the searches), not only for the seeds here on this CPU:
@@ -65,32 +65,31 @@ def test_nstep_learns_pendulum(tmp_path: Path):
 #   about 18;
 # - mountaincar_continuous nstep: 14 of 15 seeds (100-114) reach an eval of 10 or more within 30k env
 #   steps, so one of two must;
-# - mountaincar_continuous ppo: 22 of 25 seeds (0-9, 100-114) reach an eval of 10 or more within 40k env
-#   steps (the flag reached in some of its episodes: the +100 there is the only way above 0), so one of
-#   three must; the plain presets end at -0.0 (pushing nothing) and random play at -33.
+# mountaincar_continuous ppo has no test here: the cheapest that its seeds support (three seeds to 40k env
+# steps, one of which must reach 10, as 22 of 25 measured did) took 95 s, an eighth of the whole suite's
+# budget; docs/learning.md measures it (10/10 of seeds 0-9 confirm 90 within 100k).
 MUJOCO_EVAL = ["eval.every_steps=10240"]  # their files evaluate every 51,200 steps
-TUNED_CELLS = [("pendulum", "nstep", 100_000, -800, 2, 2, []), ("pendulum", "ppo", 70_000, -300, 2, 2, []),
-               ("acrobot", "episodic", 160_000, -300, 2, 2, []), ("cartpole", "td0", 100_000, 400, 1, 2, []),
-               ("mountaincar", "ppo", 20_480, -160, 2, 2, []),
-               ("halfcheetah", "ppo", 20_480, 50, 1, 2, MUJOCO_EVAL), ("hopper", "ppo", 20_480, 250, 2, 2, MUJOCO_EVAL),
-               ("mountaincar_continuous", "nstep", 30_000, 10, 1, 2, []),
-               ("mountaincar_continuous", "ppo", 40_000, 10, 1, 3, [])]  # fmt: skip
+TUNED_CELLS = [("pendulum", "nstep", 100_000, -800, 2, []), ("pendulum", "ppo", 70_000, -300, 2, []),
+               ("acrobot", "episodic", 160_000, -300, 2, []), ("cartpole", "td0", 100_000, 400, 1, []),
+               ("mountaincar", "ppo", 20_480, -160, 2, []),
+               ("halfcheetah", "ppo", 20_480, 50, 1, MUJOCO_EVAL), ("hopper", "ppo", 20_480, 250, 2, MUJOCO_EVAL),
+               ("mountaincar_continuous", "nstep", 30_000, 10, 1, [])]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "env,algo,budget,threshold,need,seeds,extra", TUNED_CELLS, ids=[f"{e}-{a}" for e, a, *_ in TUNED_CELLS]
+    "env,algo,budget,threshold,need,extra", TUNED_CELLS, ids=[f"{e}-{a}" for e, a, *_ in TUNED_CELLS]
 )
 def test_plain_command_learns_with_its_tuned_defaults(
-    tmp_path: Path, env: str, algo: str, budget: int, threshold: float, need: int, seeds: int, extra: list[str]
+    tmp_path: Path, env: str, algo: str, budget: int, threshold: float, need: int, extra: list[str]
 ):
-    """`acx train env=<env> algo=<algo>` picks conf/tuned/<env>_<algo>.yaml, and ``need`` of seeds 0 to
-    ``seeds`` - 1 reach ``threshold`` within ``budget``."""
+    """`acx train env=<env> algo=<algo>` picks conf/tuned/<env>_<algo>.yaml, and ``need`` of seeds 0 and 1
+    reach ``threshold`` within ``budget``."""
     cfg = compose_train([f"env={env}", f"algo={algo}"], tmp_path)
     assert cfg.tuned_from.startswith(f"conf/tuned/{env}_{algo}.yaml")
     sweep = tmp_path / "sweep"
-    proc = run_acx("train", "-m", "hydra/launcher=population", f"env={env}", f"algo={algo}", f"seed=range(0,{seeds})",
+    proc = run_acx("train", "-m", "hydra/launcher=population", f"env={env}", f"algo={algo}", "seed=0,1",
                    f"total_steps={budget}", *QUIET, *extra, f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    assert sorted(s["seed"] for s in summaries) == list(range(seeds))
+    assert sorted(s["seed"] for s in summaries) == [0, 1]
     assert sum(s["best_eval_return"] >= threshold for s in summaries) >= need, summaries
