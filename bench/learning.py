@@ -167,11 +167,95 @@ def table_cell(
             "why": why}  # fmt: skip
 
 
-def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: int) -> Path:
-    """docs/learning.md: a row per (env, variant), the normalised scores across envs, the figures."""
+# the headings that start docs/learning.md's sections after its first (the title, the plain presets' table and
+# where a cell is poor): a redraw keeps a section whose sweeps are not in --runs as the last doc had it
+SECTIONS = ("## Tuned defaults", "## MuJoCo", "## Against rl-baselines3-zoo", "## Spaces and memory",
+            "## Across envs", "## Per env")  # fmt: skip
+KEPT = "Partly redrawn on"  # the first section's last line, after a redraw that kept some sections
+
+
+def last_doc(out: Path) -> tuple[dict[str, list[str]], list[dict]]:
+    """The doc a previous run wrote in ``out``: its sections' lines, keyed by the start of their heading
+    in SECTIONS ("" for the first; less the line that says what an earlier redraw kept), and its
+    learning.json cells; ({}, []) when there is none."""
+    sections: dict[str, list[str]] = {}
+    if (out / "learning.md").is_file():
+        key = ""
+        for line in (out / "learning.md").read_text().splitlines():
+            key = next((s for s in SECTIONS if line.startswith(s)), key)
+            if not line.startswith(KEPT):
+                sections.setdefault(key, []).append(line)
+    table = out / "learning.json"
+    return sections, json.loads(table.read_text())["cells"] if table.is_file() else []
+
+
+def table_rows(lines: list[str]) -> dict[tuple[str, str], str]:
+    """A section's table rows by their first two cells (env id, variant), less the header."""
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 2 and cells[0] != "env" and not set(cells[0]) <= set("-:"):
+            rows[(cells[0], cells[1])] = line
+    return rows
+
+
+def env_id_of(env: str) -> str:
+    """The Gymnasium id of an env preset (conf/env/<env>.yaml)."""
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(ROOT / "conf" / "env" / f"{env}.yaml").id)
+
+
+def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: int) -> tuple[Path, list[str]]:
+    """docs/learning.md and learning.json from the sweeps in ``runs``; and the sections kept as the last
+    doc had them, none of their sweeps being in ``runs`` (a fresh machine's `make learning ARGS="--env
+    hopper"` redraws Hopper's rows and keeps the rest). The zoo's and MuJoCo's tables keep the rows
+    they cannot redraw."""
+    old, old_cells = last_doc(out)
+    kept = []
+    envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
+    if not envs and "" not in old:
+        raise SystemExit(f"learning: error: no sweeps in {runs} and no {out / 'learning.md'} (make learning)")
     figures = out / "learning"
     figures.mkdir(parents=True, exist_ok=True)
-    envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
+    if envs:
+        top, across, per_env, cells = plain_sections(runs, envs, figures, reps, walls, seeds)
+    else:
+        top, across, per_env = old[""], old.get("## Across envs", []), old.get("## Per env", [])
+        cells = [c for c in old_cells if c["defaults"] == "plain" and c["env"] in ENVS]
+        kept.append("the plain presets")
+    tuned, tuned_cells = tuned_section(runs, figures, reps, walls, seeds)
+    if not tuned and "## Tuned defaults" in old:
+        tuned = old["## Tuned defaults"]
+        tuned_cells = [c for c in old_cells if c["defaults"] != "plain" and c["env"] in ENVS]
+        kept.append("the tuned defaults")
+    mujoco, mujoco_cells = mujoco_section(runs, figures, reps, seeds, old.get("## MuJoCo", []), old_cells)
+    zoo = zoo_section(runs, figures, reps, seeds, old.get("## Against rl-baselines3-zoo", []))
+    spaces = spaces_section(runs, figures, reps, walls, seeds)
+    if not spaces and "## Spaces and memory" in old:
+        spaces = old["## Spaces and memory"]
+        kept.append("the spaces-and-memory sweeps")
+    if kept:  # the first section says which are older than this run
+        top = [
+            "\n".join(top).rstrip("\n"),
+            "",
+            f"{KEPT} {datetime.date.today()}: {', '.join(kept)} as the doc before had them "
+            "(this run had none of their sweeps).",
+        ]
+    sections = [top, tuned, mujoco, zoo, spaces, across, per_env]
+    text = "\n\n".join("\n".join(s).strip("\n") for s in sections if "".join(s).strip())
+    path = out / "learning.md"
+    path.write_text(text + "\n")
+    cells += tuned_cells + mujoco_cells
+    (out / "learning.json").write_text(json.dumps({"written": str(datetime.date.today()), "cells": cells}, indent=1))
+    return path, kept
+
+
+def plain_sections(
+    runs: Path, envs: dict, figures: Path, reps: int, walls: dict[str, float], seeds: int
+) -> tuple[list[str], list[str], list[str], list[dict]]:
+    """The plain presets' sweeps of ``envs``: the doc's first section (a row per env and variant, where a
+    cell is poor), the normalised scores across envs, the per-env figures; and their learning.json cells."""
     names = [{"cartpole": "CartPole", "mountaincar": "MountainCar", "mountaincar_continuous": "MountainCarContinuous"}
              .get(env, env.capitalize()) for env in envs]  # fmt: skip
     lines = [
@@ -255,13 +339,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
         "table, not with `docs/benchmarks.md`.",
     ]
 
-    tuned_lines, tuned_cells = tuned_section(runs, figures, reps, walls, seeds)
-    lines += tuned_lines
-    mujoco_lines, mujoco_cells = mujoco_section(runs, figures, reps, seeds)
-    lines += mujoco_lines
-    lines += zoo_section(runs, figures, reps, seeds)
-    lines += spaces_section(runs, figures, reps, walls, seeds)
-    cells += tuned_cells + mujoco_cells
+    top, lines = lines, []
     matrices = {variant: np.stack(cols, axis=1) for variant, cols in finals.items()}  # seeds x envs
     estimates = interval_estimates(matrices, gamma=1.0, reps=reps)
     lines += [
@@ -285,13 +363,8 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     taus = np.linspace(min(0.0, everything.min()), max(1.0, everything.max()), 51)
     profiles, cis = performance_profiles(matrices, taus, reps=reps)
     plot_profiles(taus, profiles, cis, figures / "performance_profile.png", "normalised final eval return (τ)")
-    lines += [
-        "",
-        f"![performance profile across the {len(ids)} envs](learning/performance_profile.png)",
-        "",
-        "## Per env",
-        "",
-    ]
+    lines += ["", f"![performance profile across the {len(ids)} envs](learning/performance_profile.png)"]
+    across, lines = lines, ["## Per env", ""]
     for env in envs:
         lines += [
             f"### {env}" + (f" ({walls[env]:.0f} s for the sweep)" if env in walls else ""),
@@ -302,10 +375,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
             f"The whole report: [learning/{env}/report.md](learning/{env}/report.md).",
             "",
         ]
-    path = out / "learning.md"
-    path.write_text("\n".join(lines) + "\n")
-    (out / "learning.json").write_text(json.dumps({"written": str(datetime.date.today()), "cells": cells}, indent=1))
-    return path
+    return top, across, lines, cells
 
 
 def tuned_section(
@@ -374,14 +444,18 @@ def finished(sweep: Path, seeds: int) -> bool:
     return len(list(sweep.glob("*/summary.json"))) >= seeds
 
 
-def mujoco_section(runs: Path, figures: Path, reps: int, seeds: int) -> tuple[list[str], list[dict]]:
+def mujoco_section(
+    runs: Path, figures: Path, reps: int, seeds: int, old: list[str], old_cells: list[dict]
+) -> tuple[list[str], list[dict]]:
     """HalfCheetah and Hopper: the zoo's A2C and PPO settings at its 1M budget against its published
-    returns, and their learning.json cells (a cell learns when a seed's final return reached the zoo's)."""
+    returns, and their learning.json cells (a cell learns when a seed's final return reached the zoo's);
+    a cell with no finished sweep in ``runs`` keeps its row and cell of the last doc (``old``)."""
     from acx.analysis.scores import random_score
 
-    sweeps = [(env, variant, budget) for env, budget in MUJOCO.items() for variant in MUJOCO_VARIANTS
-              if finished(runs / f"tuned_{env}_{variant}", seeds)]  # fmt: skip
-    if not sweeps:
+    sweeps = [(env, variant, budget) for env, budget in MUJOCO.items() for variant in MUJOCO_VARIANTS]
+    drawn = {(env, variant) for env, variant, _ in sweeps if finished(runs / f"tuned_{env}_{variant}", seeds)}
+    old_rows = table_rows(old)
+    if not drawn and not old_rows:
         return [], []
     lines = [
         "",
@@ -403,6 +477,13 @@ def mujoco_section(runs: Path, figures: Path, reps: int, seeds: int) -> tuple[li
     cells, figures_of = [], []
     for env, variant, budget in sweeps:
         name = f"tuned_{env}_{variant}"
+        defaults = f"conf/tuned/{env}_{variant}.yaml"
+        if (env, variant) not in drawn:
+            if (row_kept := old_rows.get((env_id_of(env), variant))) is not None:
+                lines.append(row_kept)
+                cells += [c for c in old_cells if (c["env"], c["variant"], c["defaults"]) == (env, variant, defaults)]
+                figures_of += [f"![{env} {variant}](learning/{name}/learning_curves.png)"]
+            continue
         report = report_of(runs / name, figures / name, reps)
         row, group = report.rows[0], next(iter(report.groups.values()))
         finals = np.array([r.final_eval for r in group], dtype=float)
@@ -413,14 +494,15 @@ def mujoco_section(runs: Path, figures: Path, reps: int, seeds: int) -> tuple[li
                      f"| {zoo_of(row['env_id'], variant)} | {random_score(row['env_id'], episodes=10):.0f} "
                      f"| {c['wall']} |")  # fmt: skip
         target = f"the zoo's return ({zoo_mean:.0f})"
-        cells.append(table_cell(row, env, variant, f"conf/tuned/{env}_{variant}.yaml", budget, above, target))
+        cells.append(table_cell(row, env, variant, defaults, budget, above, target))
         figures_of += [f"![{env} {variant}](learning/{name}/learning_curves.png)"]
     return lines + ["", *figures_of], cells
 
 
-def zoo_section(runs: Path, figures: Path, reps: int, seeds: int) -> list[str]:
+def zoo_section(runs: Path, figures: Path, reps: int, seeds: int, old: list[str]) -> list[str]:
     """acx's n-step and PPO, with the defaults a plain command picks, against the zoo's published A2C and
-    PPO returns on every env with a sweep."""
+    PPO returns on every env with a sweep; an env and variant with none keeps its row of the last doc
+    (``old``)."""
     lines = [
         "",
         "## Against rl-baselines3-zoo's published results",
@@ -438,7 +520,7 @@ def zoo_section(runs: Path, figures: Path, reps: int, seeds: int) -> list[str]:
     ]
     tuned = {(env, variant): budget for env, variant, budget in TUNED}
     tuned.update({(env, variant): budget for env, budget in MUJOCO.items() for variant in MUJOCO_VARIANTS})
-    shown = 0
+    shown, old_rows = 0, table_rows(old)
     for env in [*ENVS, *MUJOCO]:
         for variant in ("nstep", "ppo"):
             name = f"tuned_{env}_{variant}"
@@ -447,6 +529,9 @@ def zoo_section(runs: Path, figures: Path, reps: int, seeds: int) -> list[str]:
             elif env in ENVS and (env, variant) not in tuned and (runs / env).is_dir():
                 sweep, budget, defaults = runs / env, ENVS[env][0], "plain"
             else:
+                if (row_kept := old_rows.get((env_id_of(env), variant))) is not None:
+                    lines.append(row_kept)
+                    shown += 1
                 continue
             report = report_of(sweep, figures / sweep.name, reps)
             rows = dict(zip(report.groups, report.rows, strict=True))
@@ -583,11 +668,11 @@ def main() -> None:
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
     missing = [env for env in ENVS if not (runs / env).is_dir()]
-    if len(missing) == len(ENVS):
-        raise SystemExit(f"learning: error: no sweeps in {runs} (train them: make learning)")
-    path = write_doc(runs, Path(args.out), args.reps, walls, args.seeds)
+    path, kept = write_doc(runs, Path(args.out), args.reps, walls, args.seeds)
     print(f"learning: wrote {path} ({datetime.date.today()})")
-    if missing:  # the doc is drawn from the sweeps, so it holds only the envs that have one
+    if kept:  # none of their sweeps in --runs: a fresh machine's --env halfcheetah
+        print(f"learning: note: kept {', '.join(kept)} as the last {path} had them: none of their sweeps in {runs}")
+    elif missing:  # the plain presets' section is drawn from the sweeps, so it holds only the envs that have one
         print(f"learning: note: {path} covers only {', '.join(e for e in ENVS if e not in missing)}: no sweeps in "
               f"{runs} for {', '.join(missing)} (make learning ARGS=\"--env {' --env '.join(missing)}\")")  # fmt: skip
 

@@ -4,7 +4,11 @@ and the note a run of a cell that does not learn starts with."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +92,22 @@ def test_a_run_and_a_sweep_of_a_cell_that_does_not_learn_start_with_the_note(tmp
                     *quiet, f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert sweep.stdout.count("acx: note:") == 1 and note in sweep.stdout, sweep.stdout
+
+
+def test_a_redraw_with_no_sweeps_keeps_every_section_and_cell(tmp_path: Path):
+    """`bench/learning.py --reuse` on a fresh machine (outputs/ is not in git: no sweeps in --runs) keeps
+    the doc and the table as they were, and says so; with no doc either, it stops with one line."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("learning.md", "learning.json"):
+        shutil.copy(TABLE.parent / name, tmp_path / name)
+    bench = [sys.executable, "bench/learning.py", "--reuse", "--runs", str(tmp_path / "runs"), "--reps", "100"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([*bench, "--out", str(tmp_path)], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "note: kept the plain presets, the tuned defaults, the spaces-and-memory sweeps" in done.stdout
+    assert json.loads((tmp_path / "learning.json").read_text())["cells"] == CELLS
+    before = [line for line in (TABLE.parent / "learning.md").read_text().splitlines() if line.strip()]
+    after = [line for line in (tmp_path / "learning.md").read_text().splitlines() if line.strip()]
+    assert after[-1] == before[-1] and [line for line in after if not line.startswith("Partly redrawn")] == before
+    empty = subprocess.run([*bench, "--out", str(tmp_path / "none")], cwd=root, env=env, capture_output=True, text=True)
+    assert empty.returncode == 1 and empty.stderr.strip().endswith("(make learning)"), empty.stderr
