@@ -57,6 +57,9 @@ def test_float64_discrete_and_unsupported_spaces(tmp_path: Path):
     a Tuple space is one line naming it."""
     bandit = GymEnvFactory(f"{TOY}:SignBandit-v0")
     assert bandit.observation_space.dtype == np.float64 and bandit.id == "SignBandit-v0"
+    for variant in ("episodic", "nstep"):  # each member at its own row, and all in lockstep
+        overrides = [*FAST, f"algo={variant}", f"env.id={TOY}:SignBandit-v0", "normalize.obs=false", "total_steps=200"]
+        assert train(compose_train(overrides, tmp_path / variant))["env_steps"] >= 200
     lake = GymEnvFactory("FrozenLake-v1")
     assert lake.observation_space == gym.spaces.Box(0.0, 1.0, (16,), np.float32)
     obs, _ = lake.make_vector(2, seed=0).reset(seed=0)

@@ -174,7 +174,7 @@ class RolloutCollector:
                     self._grow()
                 rows = torch.from_numpy(self.t).to(self.device)
                 cols = torch.arange(p, device=self.device)
-                obs = torch.from_numpy(self.obs).to(self.device)
+                obs = torch.from_numpy(self.obs).to(self.device, self.buf_obs.dtype)  # MuJoCo's float64 too
                 self.buf_obs[rows, cols] = obs
                 state = self._state_before_step()
                 if self.recurrent:
