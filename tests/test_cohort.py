@@ -52,6 +52,8 @@ VARIANTS = {
     "nstep": [],
     "td0": ["algo=td0"],
     "episodic": ["algo=episodic"],
+    # float64 observations, as MuJoCo's, read as they are: episodes cut at 20 steps bootstrap through the stack
+    "episodic-float64": ["algo=episodic", "env.id=tests.toy_envs:SignBandit-v0", "normalize.obs=false"],
     "ppo": ["algo=ppo", "algo.n_steps=32"],
     "pendulum-tuned": ["env=pendulum"],  # normalised observations and rewards (conf/tuned/)
     # episodic, a Gaussian policy, separate actor and critic optimizers

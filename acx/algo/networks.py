@@ -77,6 +77,12 @@ def last_linear(module: nn.Module) -> nn.Linear:
     return [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
 
 
+def weight_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of a module's last weight: of a plain module, or of a cohort's batched copy, whose
+    ``nn.Linear`` leaves are ``BatchedLinear`` (acx.algo.stack) with the stacked weight."""
+    return [w for m in module.modules() if isinstance(w := getattr(m, "weight", None), Tensor)][-1].dtype
+
+
 class NatureCNN(nn.Sequential):
     """The DQN Nature trunk: 3 conv layers and a flatten, on uint8 images scaled to [0, 1] here."""
 
@@ -389,7 +395,7 @@ class ActorCritic(nn.Module):
             return self.obs_norm(obs)
         if obs.dtype == torch.float32 or obs.dtype == torch.uint8:
             return obs
-        return obs.to(last_linear(self.value_head).weight.dtype)  # float32, unless the net was made .double()
+        return obs.to(weight_dtype(self.value_head))  # float32, unless the net was made .double()
 
     @property
     def shared(self) -> bool:
