@@ -1,7 +1,8 @@
 """The learning-quality table: every variant x {CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0,
-MountainCarContinuous-v0}, the zoo's A2C and PPO settings on HalfCheetah-v5 and Hopper-v5 at 1M steps,
-10 seeds per cell, fixed budgets; writes docs/learning.md (and its figures) from `acx report`'s statistics,
-beside rl-baselines3-zoo's published results.
+MountainCarContinuous-v0}, the zoo's A2C and PPO settings on HalfCheetah-v5 and Hopper-v5 at 1M steps
+(and the plain episodic and TD(0) presets there at 100k), 10 seeds per cell, fixed budgets; writes
+docs/learning.md (and its figures) from `acx report`'s statistics, beside rl-baselines3-zoo's published
+results.
 
     make learning                  # or: python bench/learning.py [--seeds 10] [--reuse | --tuned-only]
     make learning ARGS="--env cartpole --env acrobot"   # train these envs only, reuse the others' sweeps
@@ -58,6 +59,18 @@ TUNED = [("cartpole", "td0", 100_000), ("acrobot", "episodic", 200_000), ("pendu
 # to the end (stop=budget: the zoo reports the return after 1M steps, not the first to pass a threshold)
 MUJOCO = {"halfcheetah": 1_000_000, "hopper": 1_000_000}
 MUJOCO_VARIANTS = ("nstep", "ppo")
+# the variants the zoo has no settings for, with the plain presets (no tuned file), one sweep per env in
+# runs/<env>: a tenth of the budget, judged against the zoo's A2C return and acx's A2C at the same step
+# (an evaluation is 10 episodes of 1,000 steps: every 20k steps, not the default 5k)
+MUJOCO_PLAIN = (("episodic", "td0"), 100_000, ["stop=budget", "eval.every_steps=20000"])
+# why such a cell does not learn (seen in its runs here), after its numbers and before acx's A2C at that step
+MUJOCO_WHY = {
+    ("HalfCheetah-v5", "episodic"): ": it takes one gradient step per 1,000-step episode (100 in 100k steps, "
+    "where A2C's 5-step rollouts take 20,000), and its deterministic policies mostly still hold the body "
+    "nearly still (returns near 0)",
+    ("HalfCheetah-v5", "td0"): ": the plain presets learn from one-step targets on raw observations and rewards "
+    "(the zoo's A2C settings: 5-step returns, both normalised)",
+}
 # why a cell of these envs that no seed learned did not (seen in every such cell's runs here), after its numbers
 WHY = {
     "MountainCar-v0": ": every evaluation scored -200, the car never reached the flag, and until it does every "
@@ -189,13 +202,14 @@ def last_doc(out: Path) -> tuple[dict[str, list[str]], list[dict]]:
     return sections, json.loads(table.read_text())["cells"] if table.is_file() else []
 
 
-def table_rows(lines: list[str]) -> dict[tuple[str, str], str]:
-    """A section's table rows by their first two cells (env id, variant), less the header."""
+def table_rows(lines: list[str], key: tuple[int, int] = (0, 1)) -> dict[tuple[str, str], str]:
+    """A section's table rows by two of their cells (``key``: those of the env id and the variant), less
+    the headers."""
     rows = {}
     for line in lines:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| ") and len(cells) > 2 and cells[0] != "env" and not set(cells[0]) <= set("-:"):
-            rows[(cells[0], cells[1])] = line
+            rows[(cells[key[0]], cells[key[1]])] = line
     return rows
 
 
@@ -455,7 +469,8 @@ def mujoco_section(
     sweeps = [(env, variant, budget) for env, budget in MUJOCO.items() for variant in MUJOCO_VARIANTS]
     drawn = {(env, variant) for env, variant, _ in sweeps if finished(runs / f"tuned_{env}_{variant}", seeds)}
     old_rows = table_rows(old)
-    if not drawn and not old_rows:
+    plain_lines, plain_cells = mujoco_plain(runs, figures, reps, seeds, old, old_cells)
+    if not drawn and not old_rows and not plain_cells:
         return [], []
     lines = [
         "",
@@ -496,7 +511,73 @@ def mujoco_section(
         target = f"the zoo's return ({zoo_mean:.0f})"
         cells.append(table_cell(row, env, variant, defaults, budget, above, target))
         figures_of += [f"![{env} {variant}](learning/{name}/learning_curves.png)"]
-    return lines + ["", *figures_of], cells
+    return lines + plain_lines + ["", *figures_of], cells + plain_cells
+
+
+def mujoco_plain(
+    runs: Path, figures: Path, reps: int, seeds: int, old: list[str], old_cells: list[dict]
+) -> tuple[list[str], list[dict]]:
+    """MUJOCO_PLAIN's rows (the plain presets of the variants the zoo has no settings for), each against
+    the zoo's A2C return and acx's A2C sweep at the same step, and their learning.json cells; an env
+    with no finished sweep keeps its rows and cells of the last doc (``old``)."""
+    from acx.analysis.scores import random_score
+
+    variants, budget, _ = MUJOCO_PLAIN
+    old_rows = table_rows(old, key=(0, 2))
+    rows, cells = [], []
+    for env in MUJOCO:
+        sweep = runs / env
+        if not finished(sweep, seeds * len(variants)):
+            for variant in variants:
+                if (row_kept := old_rows.get((env_id_of(env), variant))) is not None:
+                    rows.append(row_kept)
+                    cells += [c for c in old_cells if (c["env"], c["variant"]) == (env, variant)
+                              and c["defaults"] == "plain"]  # fmt: skip
+            continue
+        report = report_of(sweep, figures / env, reps)
+        a2c = None  # acx's A2C (the tuned nstep sweep above) at this budget: IQM [95% CI] across its seeds
+        if finished(runs / f"tuned_{env}_nstep", seeds):
+            name = f"tuned_{env}_nstep"
+            curve = next(iter(report_of(runs / name, figures / name, reps).curves.values()))
+            at = int(np.searchsorted(curve.steps, budget, side="right")) - 1
+            a2c = f"{curve.iqm[at]:.0f} [{curve.low[at]:.0f}, {curve.high[at]:.0f}] (step {curve.steps[at]:,.0f})"
+        for label, row in zip(report.groups, report.rows, strict=True):
+            variant = label.split("=", 1)[1]
+            finals = np.array([r.final_eval for r in report.groups[label]], dtype=float)
+            zoo_mean = ZOO[(row["env_id"], "nstep")][1]
+            above, c = int((finals >= zoo_mean).sum()), cell(row)
+            target = f"the zoo's A2C return ({zoo_mean:.0f})"
+            cells.append(table_cell(row, env, variant, "plain", budget, above, target))
+            random_play = random_score(row["env_id"], episodes=10)
+            if cells[-1]["why"] is not None:  # table_cell knows no random play for MuJoCo
+                final = row["final"]["IQM"].point
+                cells[-1]["why"] += (
+                    (f", and their final IQM ({final:.0f}) is below random play ({random_play:.0f})"
+                     if final < random_play else "")
+                    + MUJOCO_WHY.get((row["env_id"], variant), "")
+                    + (f"; acx's A2C with the zoo's settings had reached {a2c} by then" if a2c else "")
+                )  # fmt: skip
+            learns = "yes" if cells[-1]["learns"] else f"**no**: {cells[-1]['why']}"
+            rows.append(f"| {row['env_id']} | {budget:,} | {variant} | {above}/{row['runs']} | {c['final']} "
+                        f"| {c['best']} | {a2c or '—'} | {random_play:.0f} | {learns} |")  # fmt: skip
+    if not rows:
+        return [], []
+    return [
+        "",
+        f"The variants the zoo has no settings for, with the plain presets (no tuned file: `acx train env=<env> "
+        f"algo={'|'.join(variants)}`), the same seeds, each run to {budget:,} steps, a tenth of the budget above: "
+        f"`acx train -m hydra/launcher=population env=<env> algo={','.join(variants)} 'seed=range(0,{seeds})' "
+        f"total_steps={budget} {' '.join(MUJOCO_PLAIN[2])}`. Each is judged against the zoo's A2C return and "
+        "beside acx's A2C (`conf/tuned/<env>_nstep.yaml`, the runs above) at the same step.",
+        "",
+        "| env | budget | variant | at or above the zoo's A2C | final return, IQM [95% CI] "
+        "| best return, IQM [95% CI] | acx's A2C at this step, IQM [95% CI] | random play | learns |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+        *[f"![{env}: {' and '.join(variants)}](learning/{env}/learning_curves.png)" for env in MUJOCO
+          if (figures / env / "learning_curves.png").is_file()],
+    ], cells  # fmt: skip
 
 
 def zoo_section(runs: Path, figures: Path, reps: int, seeds: int, old: list[str]) -> list[str]:
@@ -651,6 +732,9 @@ def main() -> None:
                 print(f"learning: {env} ({variant}), {args.seeds} seeds, {budget:,} steps", flush=True)
                 name = f"tuned_{env}_{variant}"
                 walls[name] = train(runs / name, env, budget, ["stop=budget"], args.seeds, variants=(variant,))
+            variants, budget, extra = MUJOCO_PLAIN
+            print(f"learning: {env} ({', '.join(variants)}), {args.seeds} seeds, {budget:,} steps", flush=True)
+            walls[env] = train(runs / env, env, budget, extra, args.seeds, variants=variants)
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
     everything = not (args.reuse or args.tuned_only or args.env or args.spaces or args.cost)  # make learning
