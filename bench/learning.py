@@ -70,6 +70,8 @@ MUJOCO_WHY = {
     "nearly still (returns near 0)",
     ("HalfCheetah-v5", "td0"): ": the plain presets learn from one-step targets on raw observations and rewards "
     "(the zoo's A2C settings: 5-step returns, both normalised)",
+    ("Hopper-v5", "ppo"): ": most seeds' deterministic policies stand in place for all 1,000 steps, a return equal "
+    "to the episode's length (the healthy reward alone), and never learn to hop forward",
 }
 # why a cell of these envs that no seed learned did not (seen in every such cell's runs here), after its numbers
 WHY = {
@@ -511,7 +513,8 @@ def mujoco_section(
         target = f"the zoo's return ({zoo_mean:.0f})"
         cells.append(table_cell(row, env, variant, defaults, budget, above, target))
         if cells[-1]["why"] is not None:
-            cells[-1]["why"] += final_of(row, random_play)
+            cells[-1]["why"] += (final_of(row, random_play)[:-1] + f"; seeds' final returns {finals.min():.0f} to "
+                                 f"{finals.max():.0f})" + MUJOCO_WHY.get((row["env_id"], variant), ""))  # fmt: skip
         figures_of += [f"![{env} {variant}](learning/{name}/learning_curves.png)"]
     shown = {(c["env"], c["variant"]) for c in cells}
     missing = [f"{env_id_of(env)} {variant}" for env, variant, _ in sweeps if (env, variant) not in shown]
