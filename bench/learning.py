@@ -513,8 +513,8 @@ def mujoco_section(
         target = f"the zoo's return ({zoo_mean:.0f})"
         cells.append(table_cell(row, env, variant, defaults, budget, above, target))
         if cells[-1]["why"] is not None:
-            cells[-1]["why"] += (final_of(row, random_play)[:-1] + f"; seeds' final returns {finals.min():.0f} to "
-                                 f"{finals.max():.0f})" + MUJOCO_WHY.get((row["env_id"], variant), ""))  # fmt: skip
+            spread = f"; seeds' final returns {finals.min():.0f} to {finals.max():.0f}"
+            cells[-1]["why"] += final_of(row, random_play, spread) + MUJOCO_WHY.get((row["env_id"], variant), "")
         figures_of += [f"![{env} {variant}](learning/{name}/learning_curves.png)"]
     shown = {(c["env"], c["variant"]) for c in cells}
     missing = [f"{env_id_of(env)} {variant}" for env, variant, _ in sweeps if (env, variant) not in shown]
@@ -524,10 +524,10 @@ def mujoco_section(
     return lines + plain_lines + ["", *figures_of], cells + plain_cells
 
 
-def final_of(row: dict, random_play: float) -> str:
+def final_of(row: dict, random_play: float, more: str = "") -> str:
     """What a MuJoCo cell that does not learn reached instead (REFERENCE_SCORES has no random play for
-    MuJoCo, so table_cell cannot say it)."""
-    return f" (their final IQM {row['final']['IQM'].point:.0f}, random play {random_play:.0f})"
+    MuJoCo, so table_cell cannot say it), and ``more`` in the same parentheses."""
+    return f" (their final IQM {row['final']['IQM'].point:.0f}, random play {random_play:.0f}{more})"
 
 
 def mujoco_plain(
