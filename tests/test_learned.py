@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from acx.analysis.learned import TABLE, defaults_of, not_learning_note, start_note
-from tests.conftest import compose_train, run_acx
+from tests.conftest import ROOT, compose_train, run_acx
 
 CELLS = json.loads(TABLE.read_text())["cells"]
 PLAIN = {"experiment": None, "hparams_search": None}  # Hydra's choices for a plain command
@@ -97,12 +97,11 @@ def test_a_run_and_a_sweep_of_a_cell_that_does_not_learn_start_with_the_note(tmp
 def test_a_redraw_with_no_sweeps_keeps_every_section_and_cell(tmp_path: Path):
     """`bench/learning.py --reuse` on a fresh machine (outputs/ is not in git: no sweeps in --runs) keeps
     the doc and the table as they were, and says so; with no doc either, it stops with one line."""
-    root = Path(__file__).resolve().parents[1]
     for name in ("learning.md", "learning.json"):
         shutil.copy(TABLE.parent / name, tmp_path / name)
     bench = [sys.executable, "bench/learning.py", "--reuse", "--runs", str(tmp_path / "runs"), "--reps", "100"]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([*bench, "--out", str(tmp_path)], cwd=root, env=env, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([*bench, "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "note: kept the plain presets, the tuned defaults, the spaces-and-memory sweeps" in done.stdout
     assert json.loads((tmp_path / "learning.json").read_text())["cells"] == CELLS
@@ -114,5 +113,5 @@ def test_a_redraw_with_no_sweeps_keeps_every_section_and_cell(tmp_path: Path):
     assert [line for line in after if not line.startswith("Partly redrawn on")] == [
         line for line in before if not line.startswith("Partly redrawn on")
     ]
-    empty = subprocess.run([*bench, "--out", str(tmp_path / "none")], cwd=root, env=env, capture_output=True, text=True)
+    empty = subprocess.run([*bench, "--out", str(tmp_path / "none")], cwd=ROOT, env=env, capture_output=True, text=True)
     assert empty.returncode == 1 and empty.stderr.strip().endswith("(make learning)"), empty.stderr
