@@ -23,11 +23,15 @@ $(VENV)/.installed: pyproject.toml
 train: venv ## train CartPole-v1 with the default config (extra Hydra overrides: make train ARGS="seed=3")
 	$(BIN)/acx train $(ARGS)
 
-test: venv ## run the whole test suite, learning tests included
-	$(BIN)/python -m pytest -q
+# one pytest-xdist worker per core (at most 8), each test file on one worker: a file's module and session
+# fixtures (a SLURM cluster, a shared run) are built once, and every run in a test uses one torch thread
+XDIST = -n auto --maxprocesses=8 --dist loadfile
+
+test: venv ## run the whole test suite, learning tests included, on every core
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: venv ## run the tests that are not marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
