@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from acx.analysis.learned import TABLE
 from acx.analysis.report import Report, format_ci, plot_profiles, write_report
 from acx.analysis.scores import METRICS, REFERENCE_SCORES, interval_estimates, normalize, performance_profiles
 
@@ -165,7 +166,7 @@ def cell(row: dict) -> dict[str, str]:
 def table_cell(
     row: dict, env: str, variant: str, defaults: str, budget: int, reached: int | None = None, target: str = ""
 ) -> dict:
-    """docs/learning.json's cell for an ``acx report`` row: a cell learns when any seed reached the
+    """learning.json's cell for an ``acx report`` row: a cell learns when any seed reached the
     threshold (or ``reached`` seeds a ``target`` of its own: MuJoCo's is the zoo's published return);
     one that does not says why (acx prints it at the start of such a run)."""
     reached = row["reached"] if reached is None else reached
@@ -189,10 +190,10 @@ SECTIONS = ("## Tuned defaults", "## MuJoCo", "## Against rl-baselines3-zoo", "#
 KEPT = "Partly redrawn on"  # the first section's last line, after a redraw that kept some sections
 
 
-def last_doc(out: Path) -> tuple[dict[str, list[str]], list[dict]]:
+def last_doc(out: Path, table: Path) -> tuple[dict[str, list[str]], list[dict]]:
     """The doc a previous run wrote in ``out``: its sections' lines, keyed by the start of their heading
-    in SECTIONS ("" for the first; less the line that says what an earlier redraw kept), and its
-    learning.json cells; ({}, []) when there is none."""
+    in SECTIONS ("" for the first; less the line that says what an earlier redraw kept), and the cells
+    of its ``table`` (learning.json); ({}, []) when there is none."""
     sections: dict[str, list[str]] = {}
     if (out / "learning.md").is_file():
         key = ""
@@ -200,7 +201,6 @@ def last_doc(out: Path) -> tuple[dict[str, list[str]], list[dict]]:
             key = next((s for s in SECTIONS if line.startswith(s)), key)
             if not line.startswith(KEPT):
                 sections.setdefault(key, []).append(line)
-    table = out / "learning.json"
     return sections, json.loads(table.read_text())["cells"] if table.is_file() else []
 
 
@@ -222,12 +222,14 @@ def env_id_of(env: str) -> str:
     return str(OmegaConf.load(ROOT / "conf" / "env" / f"{env}.yaml").id)
 
 
-def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: int) -> tuple[Path, list[str]]:
-    """docs/learning.md and learning.json from the sweeps in ``runs``; and the sections kept as the last
-    doc had them, none of their sweeps being in ``runs`` (a fresh machine's `make learning ARGS="--env
-    hopper"` redraws Hopper's rows and keeps the rest). The zoo's and MuJoCo's tables keep the rows
-    they cannot redraw."""
-    old, old_cells = last_doc(out)
+def write_doc(
+    runs: Path, out: Path, table: Path, reps: int, walls: dict[str, float], seeds: int
+) -> tuple[Path, list[str]]:
+    """docs/learning.md (in ``out``) and its ``table`` (learning.json) from the sweeps in ``runs``; and the
+    sections kept as the last doc had them, none of their sweeps being in ``runs`` (a fresh machine's
+    `make learning ARGS="--env hopper"` redraws Hopper's rows and keeps the rest).
+    The zoo's and MuJoCo's tables keep the rows they cannot redraw."""
+    old, old_cells = last_doc(out, table)
     kept = []
     envs = {env: v for env, v in ENVS.items() if (runs / env).is_dir()}  # --env without the others' sweeps
     if not envs and "" not in old:
@@ -263,7 +265,7 @@ def write_doc(runs: Path, out: Path, reps: int, walls: dict[str, float], seeds: 
     path = out / "learning.md"
     path.write_text(text + "\n")
     cells += tuned_cells + mujoco_cells
-    (out / "learning.json").write_text(json.dumps({"written": str(datetime.date.today()), "cells": cells}, indent=1))
+    table.write_text(json.dumps({"written": str(datetime.date.today()), "cells": cells}, indent=1))
     return path, kept
 
 
@@ -708,6 +710,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--runs", default=str(ROOT / "outputs" / "learning"), help="where the sweeps are written")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where learning.md and its figures go")
+    parser.add_argument("--table", default=str(TABLE), help="the learning.json a run's start-of-run note reads")
     parser.add_argument("--reuse", action="store_true", help="write the doc from the sweeps already in --runs")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
     parser.add_argument("--tuned-only", action="store_true", help="train only the tuned sweeps, reuse the others")
@@ -765,7 +768,7 @@ def main() -> None:
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "walls.json").write_text(json.dumps(walls))
     missing = [env for env in ENVS if not (runs / env).is_dir()]
-    path, kept = write_doc(runs, Path(args.out), args.reps, walls, args.seeds)
+    path, kept = write_doc(runs, Path(args.out), Path(args.table), args.reps, walls, args.seeds)
     print(f"learning: wrote {path} ({datetime.date.today()})")
     if kept:  # none of their sweeps in --runs: a fresh machine's --env halfcheetah
         print(f"learning: note: kept {', '.join(kept)} as the last {path} had them: none of their sweeps in {runs}")

@@ -1,4 +1,4 @@
-"""The table of measured results (docs/learning.json, written with docs/learning.md by bench/learning.py)
+"""The table of measured results (acx/analysis/learning.json, written with docs/learning.md by bench/learning.py)
 and the note a run of a cell that does not learn starts with."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from acx.analysis.learned import TABLE, defaults_of, not_learning_note, start_no
 from tests.conftest import ROOT, compose_train, run_acx
 
 CELLS = json.loads(TABLE.read_text())["cells"]
+DOCS = ROOT / "docs"
 PLAIN = {"experiment": None, "hparams_search": None}  # Hydra's choices for a plain command
 
 
@@ -49,7 +50,7 @@ def test_the_note_appears_exactly_for_the_cells_the_table_marks_as_not_learning(
 
 def test_the_doc_and_the_table_say_the_same():
     """docs/learning.md's learns column is the table's, row by row (both written by bench/learning.py)."""
-    doc = (TABLE.parent / "learning.md").read_text()
+    doc = (DOCS / "learning.md").read_text()
     for cell in (c for c in CELLS if c["defaults"] == "plain"):
         row = re.search(rf"^\| {re.escape(cell['env_id'])} \| [\d,]+ \| {cell['variant']} \|.*$", doc, re.M)
         assert row, cell
@@ -97,9 +98,10 @@ def test_a_run_and_a_sweep_of_a_cell_that_does_not_learn_start_with_the_note(tmp
 def test_a_redraw_with_no_sweeps_keeps_every_section_and_cell(tmp_path: Path):
     """`bench/learning.py --reuse` on a fresh machine (outputs/ is not in git: no sweeps in --runs) keeps
     the doc and the table as they were, and says so; with no doc either, it stops with one line."""
-    for name in ("learning.md", "learning.json"):
-        shutil.copy(TABLE.parent / name, tmp_path / name)
-    bench = [sys.executable, "bench/learning.py", "--reuse", "--runs", str(tmp_path / "runs"), "--reps", "100"]
+    shutil.copy(DOCS / "learning.md", tmp_path / "learning.md")
+    shutil.copy(TABLE, tmp_path / "learning.json")
+    bench = [sys.executable, "bench/learning.py", "--reuse", "--runs", str(tmp_path / "runs"), "--reps", "100",
+             "--table", str(tmp_path / "learning.json")]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([*bench, "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -107,7 +109,7 @@ def test_a_redraw_with_no_sweeps_keeps_every_section_and_cell(tmp_path: Path):
     assert json.loads((tmp_path / "learning.json").read_text())["cells"] == CELLS
     before, after = (
         [line for line in (folder / "learning.md").read_text().splitlines() if line.strip()]
-        for folder in (TABLE.parent, tmp_path)
+        for folder in (DOCS, tmp_path)
     )
     assert any(line.startswith("Partly redrawn on") for line in after)
     assert [line for line in after if not line.startswith("Partly redrawn on")] == [

@@ -1,18 +1,20 @@
 """What ``make learning`` measured, as the table a run reads at its start.
 
-``bench/learning.py`` writes ``docs/learning.json`` from the same report rows as ``docs/learning.md``:
-a cell per (env id, variant, defaults), where the defaults are ``plain`` (no tuned file) or the
-``conf/tuned/`` file a plain command picks. A cell that no seed learned (none reached the threshold
-within the budget) carries why; a run whose env, variant and defaults are such a cell starts with one
-line that says so. The note and the doc come from one table, so they cannot drift apart.
+``bench/learning.py`` writes ``acx/analysis/learning.json`` (package data, so the wheel carries it) from
+the same report rows as ``docs/learning.md``: a cell per (env id, variant, defaults), where the defaults
+are ``plain`` (no tuned file) or the ``conf/tuned/`` file a plain command picks. A cell that no seed
+learned (none reached the threshold within the budget) carries why; a run whose env, variant and
+defaults are such a cell starts with one line that says so. The note and the doc come from one table,
+so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
-TABLE = Path(__file__).resolve().parents[2] / "docs" / "learning.json"
+TABLE = Path(str(files("acx.analysis") / "learning.json"))
 
 
 def defaults_of(tuned_from: str | None) -> str:
