@@ -1,4 +1,8 @@
-"""acx: config-driven actor-critic experiments (Hydra + PyTorch + Gymnasium)."""
+"""acx: config-driven actor-critic experiments (Hydra + PyTorch + Gymnasium).
+
+The Python API (``acx.train``, ``acx.sweep``, ``acx.load``, ``acx.AcxError``) lives in ``acx.api`` and is
+imported on first use, so that ``import acx`` (and the ``acx`` command) does not pay for torch up front.
+"""
 
 import importlib
 import re
@@ -6,7 +10,21 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (dynamic version), acx --version prints it
+
+_API = {"train", "sweep", "load", "Run", "Policy"}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from acx import api
+
+        return getattr(api, name)
+    if name == "AcxError":
+        from acx.errors import AcxError
+
+        return AcxError
+    raise AttributeError(f"module 'acx' has no attribute {name!r}")
 
 
 def sweep_name() -> str | None:

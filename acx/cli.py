@@ -1,5 +1,5 @@
-"""The ``acx`` command: ``acx train ...`` and ``acx eval ...`` are Hydra apps over ``conf/``;
-``acx report DIR`` summarises the runs in a folder."""
+"""The ``acx`` command: ``acx train ...`` and ``acx eval ...`` are Hydra apps over the configs the package
+carries (``pkg://acx.conf``, the repository's ``conf/``); ``acx report DIR`` summarises the runs in a folder."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from acx.errors import AcxError
+from acx import __version__
+from acx.errors import AcxError, ConfigError
+from hydra_plugins.acx_searchpath.searchpath import VARIABLE as CONFIG_DIR_VARIABLE
+from hydra_plugins.acx_searchpath.searchpath import user_config_dirs
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_PACKAGE = "pkg://acx.conf"  # Hydra's primary config folder: the package's, wherever it is installed
+CONF_DIR = str(files("acx.conf"))  # the same folder as a path, for the option check and the compose API
 
 # conf/hydra/launcher/{joblib,submitit_*}.yaml keep the plugins' own names and list every key, so users
 # see each knob in one file; Hydra merges them with the plugins' schemas of the same names and warns
 # that it does. Set at import: launcher workers (loky, submitit) import this module before composing.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
-USAGE = """usage: acx {train,eval,export} [hydra overrides...] | acx report DIR
+USAGE = """usage: acx {train,eval,export} [--config-dir DIR] [hydra overrides...] | acx report DIR | acx --version
 
   acx train                                  train the default (CartPole-v1, n-step A2C)
   acx train env=pendulum algo=episodic       pick config groups; any key: algo.gamma=0.98 seed=3
@@ -37,7 +42,9 @@ USAGE = """usage: acx {train,eval,export} [hydra overrides...] | acx report DIR
   acx eval ckpt=PATH [episodes=N] [render=human] [video=true] [deterministic=false]
   acx export ckpt=PATH [format=onnx|torchscript]   the deterministic policy, observation -> action
 
-Each command takes Hydra's own flags too: acx train --help, acx train --cfg job.
+--config-dir DIR (-cd DIR, repeatable) searches your own config folder before acx's: its env/,
+experiment/, tuned/ ... files are found by name, and one named like acx's wins. ACX_CONFIG_DIR=DIR[:DIR]
+does the same for every command. Each command takes Hydra's own flags too: acx train --help, --cfg job.
 """
 
 
@@ -63,6 +70,19 @@ def remove_unused_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+# True while the Python API runs a command: errors are raised (as AcxError) instead of printed with an exit
+RAISE_ERRORS = False
+
+
+class RaisedError(BaseException):
+    """Carries a job's AcxError past Hydra's job runner, which writes a line of its own for any Exception,
+    to run_command, which raises the error itself (the Python API only)."""
+
+    def __init__(self, error: AcxError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def report_user_errors(fn):
     """An AcxError (bad input, a full disk, a diverged run) becomes one line and its exit code; any other
     exception is a bug and keeps its traceback (exit 1). ACX_DEBUG=1 shows every traceback."""
@@ -73,6 +93,8 @@ def report_user_errors(fn):
         try:
             return fn(cfg)
         except Interrupted as exc:  # the checkpoint is saved and the resume hint printed
+            if RAISE_ERRORS:
+                raise
             exc.hand_over()  # submitit's pre-emption signal: submitit requeues the job
             sys.exit(exc.exit_code)
         except BrokenPipeError:  # stdout closed early (`acx eval ... | head -1`): stop quietly, as Unix tools do
@@ -85,6 +107,8 @@ def report_user_errors(fn):
                 raise
             if error.exit_code == 2:  # nothing was started: leave no run folder behind
                 remove_unused_run_dir(Path(cfg.paths.output_dir))
+            if RAISE_ERRORS:  # the Python API (acx.api): the caller gets the error itself
+                raise RaisedError(error) from None
             print(f"acx: error: {first_line(error)}", file=sys.stderr)
             sys.exit(error.exit_code)
 
@@ -92,7 +116,7 @@ def report_user_errors(fn):
     return wrapper
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_PACKAGE, config_name="train")
 @report_user_errors
 def train_app(cfg: DictConfig) -> float:
     """Hydra wrapper around train(); returns the metric a sweeper optimises (``optimized_metric``)."""
@@ -111,7 +135,7 @@ def train_app(cfg: DictConfig) -> float:
     return objective_value(cfg.get("optimized_metric", "best_eval_return"), summary, Path(cfg.paths.output_dir))
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONF_PACKAGE, config_name="eval")
 @report_user_errors
 def eval_app(cfg: DictConfig) -> float:
     """Hydra wrapper around evaluate_checkpoint()."""
@@ -128,7 +152,7 @@ def eval_app(cfg: DictConfig) -> float:
     return result["return_mean"]
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+@hydra.main(version_base="1.3", config_path=CONF_PACKAGE, config_name="export")
 @report_user_errors
 def export_app(cfg: DictConfig) -> None:
     """Hydra wrapper around export_checkpoint()."""
@@ -143,23 +167,50 @@ APPS = {"train": train_app, "eval": eval_app, "export": export_app}
 
 
 def check_group_options(args: list[str]) -> None:
-    """``group=option`` overrides must name files in conf/<group>/: one line listing the choices
-    otherwise (checked before Hydra, which would print several lines and exit 1)."""
-    roots = [Path(CONF_DIR)]
+    """``group=option`` overrides must name files in a config folder's <group>/ (the user's folders and
+    acx's): a ConfigError listing the choices otherwise (checked before Hydra, which would print several
+    lines and exit 1)."""
+    roots = [*map(Path, user_config_dirs()), Path(CONF_DIR)]
     for arg in args:  # extra config dirs given with hydra.searchpath=[file://...] count too
         if arg.startswith("hydra.searchpath="):
             roots += [Path(p) for p in re.findall(r"file://([^,\]]+)", arg)]
     for arg in args:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+")
-        if not sep or "." in key or "/" in key or key == "hydra" or not (roots[0] / key).is_dir():
+        if not sep or "." in key or "/" in key or key == "hydra" or not any((r / key).is_dir() for r in roots):
             continue
         choices = sorted({p.stem for root in roots for p in (root / key).glob("*.yaml")})
         for option in value.strip("[]").split(","):  # multirun sweeps and lists (logger=[a,b])
             option = option.strip()
             if option and option != "null" and option not in choices:
-                print(f"acx: error: {key}={option}: no such option; choose from {', '.join(choices)}", file=sys.stderr)
-                sys.exit(2)
+                raise ConfigError(f"{key}={option}: no such option; choose from {', '.join(choices)}")
+
+
+def config_dir_arguments(args: list[str]) -> list[str]:
+    """Take ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR`` out of ``args`` and put each folder
+    ahead of acx's configs (``ACX_CONFIG_DIR``, read by hydra_plugins/acx_searchpath); a folder that is not
+    there is a ConfigError. ``ACX_CONFIG_DIR`` set by the user is checked the same way."""
+    rest, given, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--config-dir", "-cd"):
+            if i + 1 >= len(args):
+                raise ConfigError(f"{arg}: expects a folder")
+            given.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--config-dir="):
+            given.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    folders = [str(Path(d).expanduser().resolve()) for d in given] + user_config_dirs()
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--config-dir {folder}: no such folder")
+    if folders:
+        os.environ[CONFIG_DIR_VARIABLE] = os.pathsep.join(dict.fromkeys(folders))  # launcher workers inherit it
+    return rest
 
 
 def resume_arguments(args: list[str]) -> list[str]:
@@ -170,9 +221,8 @@ def resume_arguments(args: list[str]) -> list[str]:
         return args
     if {"-m", "--multirun"} & set(args) and "," in given[-1]:  # a sweep of runs to resume
         if "hydra/launcher=population" not in args:
-            print(f"acx: error: resume={given[-1]}: a sweep of runs to resume needs hydra/launcher=population "
-                  "(each job continues its own run, in its own folder)", file=sys.stderr)  # fmt: skip
-            sys.exit(2)
+            raise ConfigError(f"resume={given[-1]}: a sweep of runs to resume needs hydra/launcher=population "
+                              "(each job continues its own run, in its own folder)")  # fmt: skip
         return args
     from acx.run.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint  # imports torch: ~1.4 s
 
@@ -180,8 +230,7 @@ def resume_arguments(args: list[str]) -> list[str]:
         ckpt = resolve_checkpoint(given[-1])
         load_checkpoint(ckpt)  # a bad checkpoint is reported before Hydra writes anything
     except CheckpointError as exc:
-        print(f"acx: error: resume: {exc}", file=sys.stderr)
-        sys.exit(2)
+        raise CheckpointError(f"resume: {first_line(exc)}") from None
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     original: list[str] = []
@@ -237,7 +286,7 @@ def composition_error(exc: BaseException) -> str:
 
 def run_app(app) -> None:
     """Run a Hydra app; what Hydra itself cannot do (compose the config, create the output folder) is
-    one line and exit 2, as the app's own input errors are."""
+    a ConfigError (one line, exit 2), as the app's own input errors are."""
     from hydra.errors import HydraException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing, so the line is ours
@@ -247,15 +296,39 @@ def run_app(app) -> None:
         if getattr(exc, "acx_reraised", False) or os.environ.get("ACX_DEBUG"):
             raise
         if isinstance(exc, HydraException):  # composition, overrides, a missing config
-            print(f"acx: error: {composition_error(exc)}", file=sys.stderr)
-        elif isinstance(exc, OSError):  # Hydra could not create or write the output folder
-            print(f"acx: error: cannot write {exc.filename or 'the output folder'}: {exc.strerror}", file=sys.stderr)
-        elif (error := find_user_error(exc)) is not None:  # raised by a sweeper before any job (a search space)
-            print(f"acx: error: {first_line(error)}", file=sys.stderr)
-            sys.exit(error.exit_code)
-        else:
-            raise
-        sys.exit(2)
+            raise ConfigError(composition_error(exc)) from None
+        if isinstance(exc, OSError):  # Hydra could not create or write the output folder
+            raise ConfigError(f"cannot write {exc.filename or 'the output folder'}: {exc.strerror}") from None
+        if (error := find_user_error(exc)) is not None:  # raised by a sweeper before any job (a search space)
+            raise error from None
+        raise
+
+
+def prepare_environment() -> None:
+    """What every command needs of the process before Hydra starts."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # SDL (pygame rendering) complains on headless machines without one
+        runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"
+        runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
+
+
+def run_command(command: str, args: list[str]) -> None:
+    """``acx COMMAND ARGS...`` for train, eval and export, as the console script and the Python API run
+    it; bad input raises an AcxError (its first line is what the user sees)."""
+    if command not in APPS:
+        raise ConfigError(f"unknown command {command!r}; expected one of: {', '.join([*APPS, 'report'])}")
+    prepare_environment()
+    args = config_dir_arguments(args)
+    check_group_options(args)
+    rest = resume_arguments(args) if command == "train" else args
+    argv = sys.argv
+    sys.argv = [f"acx-{command}", *rest]  # Hydra parses its flags and overrides from sys.argv
+    try:
+        run_app(APPS[command])
+    except RaisedError as raised:
+        raise raised.error from None
+    finally:
+        sys.argv = argv
 
 
 def main() -> None:
@@ -264,22 +337,23 @@ def main() -> None:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         sys.exit(0 if args else 2)
-    command = args[0]
-    if command == "report":
+    if args[0] in ("-V", "--version"):
+        print(f"acx {__version__}")
+        sys.exit(0)
+    if args[0] == "report":
         from acx.analysis.report import main as report_main
 
         sys.exit(report_main(args[1:]))
-    if command not in APPS:
-        print(f"acx: unknown command {command!r}; expected one of: {', '.join([*APPS, 'report'])}", file=sys.stderr)
+    if args[0] not in APPS:
+        print(f"acx: unknown command {args[0]!r}; expected one of: {', '.join([*APPS, 'report'])}", file=sys.stderr)
         sys.exit(2)
-    if not os.environ.get("XDG_RUNTIME_DIR"):  # SDL (pygame rendering) complains on headless machines without one
-        runtime_dir = Path(tempfile.gettempdir()) / f"acx-runtime-{os.getuid()}"
-        runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    check_group_options(args[1:])
-    rest = resume_arguments(args[1:]) if command == "train" else args[1:]
-    sys.argv = [f"acx-{command}", *rest]
-    run_app(APPS[command])
+    try:
+        run_command(args[0], args[1:])
+    except AcxError as error:
+        if os.environ.get("ACX_DEBUG"):  # ACX_DEBUG=1: every traceback
+            raise
+        print(f"acx: error: {first_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

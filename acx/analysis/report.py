@@ -445,7 +445,7 @@ def write_report(
         raise ConfigError(f"no runs under {', '.join(map(str, dirs))} (a run folder has metrics.jsonl or summary.json)")
     out.mkdir(parents=True, exist_ok=True)
     groups, shared = group_runs(runs)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in Jupyter, text on a terminal
 
     rows, curves = [], {}
     for label, group in tqdm(

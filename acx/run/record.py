@@ -8,7 +8,7 @@ import time
 from collections import deque
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in Jupyter, text on a terminal
 
 from acx.run.checkpoint import Progress
 

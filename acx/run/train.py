@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in Jupyter, text on a terminal
 
 from acx.errors import AcxError
 from acx.run.cohort import WRITE_FAILURES, Cohort, Member, open_member, write_failure
