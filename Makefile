@@ -1,12 +1,12 @@
 # acx: `make train` trains CartPole with the default config, `make test` runs the test suite.
 # Both create the virtual environment first (torch==2.13.0 is installed before anything else,
-# so pip never resolves a multi-GB CUDA build), then acx with its dev, sweeps, ray, export, envpool, mujoco and minigrid extras.
+# so pip never resolves a multi-GB CUDA build), then acx with its dev, docs, sweeps, ray, export, envpool, mujoco and minigrid extras.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help venv train test test-fast lint format bench bench-population bench-ppo bench-mujoco learning clean
+.PHONY: help venv train test test-fast lint format docs docs-build check-wheel bench bench-population bench-ppo bench-mujoco learning clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,sweeps,ray,export,envpool,mujoco,minigrid]"
+	$(BIN)/python -m pip install -q -e ".[dev,docs,sweeps,ray,export,envpool,mujoco,minigrid]"
 	touch $@
 
 train: venv ## train CartPole-v1 with the default config (extra Hydra overrides: make train ARGS="seed=3")
@@ -38,6 +38,16 @@ lint: venv ## ruff lint and format check
 
 format: venv ## ruff format and autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+docs: venv ## build the docs site strictly (mkdocs.yml, docs/) and serve it on http://127.0.0.1:8000
+	$(BIN)/mkdocs build --strict
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: venv ## build the docs site into site/ as CI does: every warning is an error
+	$(BIN)/mkdocs build --strict
+
+check-wheel: ## build the wheel, install it in a clean venv (torch==2.13.0 first), run acx from an empty folder
+	bash .ci/wheel
 
 SB3_VENV := bench/.venv-sb3
 
@@ -66,4 +76,4 @@ learning: venv ## every variant x CartPole, Acrobot, Pendulum, 10 seeds each, an
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/learning.py $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site
