@@ -1,6 +1,6 @@
 """acx: config-driven actor-critic experiments (Hydra + PyTorch + Gymnasium).
 
-The Python API (``acx.train``, ``acx.sweep``, ``acx.load``, ``acx.AcxError``) lives in ``acx.api`` and is
+The Python API (``acx.train``, ``acx.load``, ``acx.AcxError``) lives in ``acx.api`` and is
 imported on first use, so that ``import acx`` (and the ``acx`` command) does not pay for torch up front.
 """
 
@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it (dynamic version), acx --version prints it
 
-_API = {"train", "sweep", "load", "Run", "Policy"}
+# not "sweep": acx.sweep is the package of the sweep machinery (acx.api.sweep is acx.train(..., multirun=True))
+_API = {"train", "load", "Run", "Policy"}
 
 
 def __getattr__(name: str):

@@ -1,4 +1,6 @@
-"""The Python API: ``train``, ``sweep`` and ``load``, over the same code path as the ``acx`` command.
+"""The Python API: ``train`` (a run, or a sweep with ``multirun=True``) and ``load``, over the same code path
+as the ``acx`` command (``acx.train`` and ``acx.load``; ``acx.sweep`` is the package of the sweep machinery,
+so the sweep function is ``acx.api.sweep``).
 
 ```python
 import acx
