@@ -188,3 +188,30 @@ def test_seeds_per_trial_errors(tmp_path: Path, overrides: list[str], message: s
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("acx: error: ") and message in lines[0], proc.stderr
     assert not list(tmp_path.rglob("optuna.db"))  # refused before the study is created
+
+
+def test_a_trial_that_never_beat_goes_stale(tmp_path: Path):
+    """A sweeper killed between study.ask and the trial's first heartbeat leaves a RUNNING trial with no
+    heartbeat: Optuna never finds such a trial stale, so a resumed study waited for it forever. acx's
+    storage fails it once it is older than the grace period, and the retry callback queues it again."""
+    import time
+
+    from optuna.trial import TrialState
+
+    from acx.sweep.tuning import make_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=1, max_retry=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    orphan = study.ask()  # RUNNING, and no heartbeat recorded: its sweeper died here
+    beating = study.ask()
+    storage.record_heartbeat(beating._trial_id)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]  # within the grace
+    time.sleep(1.5)
+    storage.record_heartbeat(beating._trial_id)  # its sweeper is alive
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL and trials[beating.number].state == TrialState.RUNNING
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.WAITING

@@ -13,6 +13,7 @@ reports evaluations, so only it can prune the trial.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import random
@@ -48,6 +49,28 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     return str(storage) if storage else f"sqlite:///{Path(sweep_dir).absolute() / DB_NAME}"
 
 
+class Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, whose stale trials also count a trial that never beat: a sweeper killed
+    between ``study.ask`` (the trial is RUNNING) and its first heartbeat, a few milliseconds later, leaves
+    a trial with no heartbeat, which Optuna never finds stale, so every later sweeper of the study waited
+    for it forever. Such a trial is stale once it started more than ``grace_period`` ago."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.storages._rdb.models import TrialHeartbeatModel
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = datetime.timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        with _create_scoped_session(self.scoped_session) as session:
+            beating = {trial_id for (trial_id,) in session.query(TrialHeartbeatModel.trial_id)}
+        now = datetime.datetime.now()  # datetime_start is the asking process's clock, as this is
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            started = trial.datetime_start
+            if trial._trial_id not in beating and started is not None and now - started > grace:
+                stale.append(trial._trial_id)
+        return stale
+
+
 def make_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None, max_retry: int | None = None
 ) -> optuna.storages.RDBStorage:
@@ -65,7 +88,7 @@ def make_storage(
             kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry)
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            return Storage(url, engine_kwargs=engine_kwargs, **kwargs)
         except sqlalchemy.exc.SQLAlchemyError as exc:  # workers creating the tables of an empty database at once
             if attempt == 4:
                 raise
