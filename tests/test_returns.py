@@ -104,3 +104,56 @@ def test_columns_are_independent_envs():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="next_values"):
         td0_advantages(col(1, 2), col(0, 0), col(0), flags(2), flags(2), 0.9)
+
+
+ESTIMATORS = [
+    (td0_advantages, {}),
+    (monte_carlo_advantages, {}),
+    (gae_advantages, {"gae_lambda": 0.9}),
+]
+
+
+def rollout(shape, seed=0):
+    """A random rollout of shape (T, *B) with episode ends, as a collector writes it."""
+    g = torch.Generator().manual_seed(seed)
+    r, v, final = (torch.randn(shape, generator=g) for _ in range(3))
+    done = torch.rand(shape, generator=g) < 0.2
+    term = done & (torch.rand(shape, generator=g) < 0.5)
+    nv = torch.where(done, final, torch.cat([v[1:], final[-1:]]))
+    return r, v, nv, term, done
+
+
+@pytest.mark.parametrize(("estimator", "extra"), ESTIMATORS, ids=lambda e: getattr(e, "__name__", ""))
+def test_any_batch_shape_equals_a_loop_over_the_batch(estimator, extra):
+    """(T, P, N) with a gamma (and lambda) per member, as (P, 1): each (member, env) column equals the
+    estimator on that column alone, with that member's numbers, bit for bit."""
+    T, P, N = 13, 3, 4
+    r, v, nv, term, done = rollout((T, P, N))
+    gamma = torch.tensor([0.9, 0.99, 0.5]).unsqueeze(1)
+    rates = {k: torch.tensor([0.8, 0.95, 0.0]).unsqueeze(1) for k in extra}
+    adv, ret = estimator(r, v, nv, term, done, gamma=gamma, **rates)
+    assert adv.shape == ret.shape == (T, P, N)
+    for p in range(P):
+        for n in range(N):
+            column = [x[:, p, n : n + 1] for x in (r, v, nv, term, done)]
+            one = {k: float(x[p]) for k, x in rates.items()}
+            a, g = estimator(*column, gamma=float(gamma[p]), **one)
+            assert torch.equal(adv[:, p, n], a[:, 0]) and torch.equal(ret[:, p, n], g[:, 0]), (p, n)
+
+
+@pytest.mark.parametrize(("estimator", "extra"), ESTIMATORS, ids=lambda e: getattr(e, "__name__", ""))
+def test_a_leading_batch_dimension_changes_nothing(estimator, extra):
+    """(T, N) and (T, 1, N) give the same numbers: a cohort of one is a single run."""
+    r, v, nv, term, done = rollout((11, 5), seed=3)
+    flat = estimator(r, v, nv, term, done, gamma=0.97, **extra)
+    lifted = estimator(*(x.unsqueeze(1) for x in (r, v, nv, term, done)), gamma=0.97, **extra)
+    for a, b in zip(flat, lifted, strict=True):
+        assert torch.equal(a, b.squeeze(1))
+
+
+def test_a_rate_that_does_not_broadcast_is_an_error():
+    r, v, nv, term, done = rollout((4, 3, 2))
+    with pytest.raises(ValueError, match=r"^gamma of shape \(3,\) does not broadcast to the batch \(3, 2\)$"):
+        td0_advantages(r, v, nv, term, done, gamma=torch.tensor([0.9, 0.8, 0.7]))
+    with pytest.raises(ValueError, match=r"^gae_lambda of shape \(3, 2, 1\) does not broadcast"):
+        gae_advantages(r, v, nv, term, done, gamma=0.9, gae_lambda=torch.ones(3, 2, 1))

@@ -384,7 +384,7 @@ class Learner:
         """The advantages and return targets of the members ``rows`` for their (T, P', N) rollout, with
         each member's gamma (and GAE lambda); rewards are first normalised by each member's running
         return std (normalize.reward), then scaled (algo.reward_scale)."""
-        steps, members, n = rewards.shape
+        n = rewards.shape[2]
         index = self._index(rows)
         gamma = self.hyper["gamma"][index]
         if self.stack.single.reward_norm is not None:
@@ -395,18 +395,11 @@ class Learner:
             scaled, returns = self._normalize_rewards(rows, by_member, gamma, returns)
             self.reward_returns[index] = returns
             rewards = scaled.transpose(0, 1)
-        scale = self._per_column("reward_scale", rows, n)
+        scale = self._per_member("reward_scale", rows)
         if not isinstance(scale, float) or scale != 1.0:
-            rewards = rewards * (scale.view(1, -1, n) if torch.is_tensor(scale) else scale)
-        cols = (steps, members * n)
-        extra = {}
-        if "gae_lambda" in self.hyper:
-            extra["gae_lambda"] = self._per_column("gae_lambda", rows, n)
-        advantages, targets = self.estimator(
-            rewards.reshape(cols), values.reshape(cols), next_values.reshape(cols), terminated.reshape(cols),
-            done.reshape(cols), gamma=self._per_column("gamma", rows, n), **extra,
-        )  # fmt: skip
-        return advantages.view(steps, members, n), targets.view(steps, members, n)
+            rewards = rewards * scale
+        rates = {key: self._per_member(key, rows) for key in ("gamma", "gae_lambda") if key in self.hyper}
+        return self.estimator(rewards, values, next_values, terminated, done, **rates)
 
     def _index(self, rows: Sequence[int]) -> Tensor:
         """``rows`` as an index tensor (kept while the rows stay the same)."""
@@ -415,13 +408,13 @@ class Learner:
             self._last_index = (rows, torch.as_tensor(rows, device=self.device))
         return self._last_index[1]
 
-    def _per_column(self, key: str, rows: Sequence[int], n: int) -> float | Tensor:
-        """A hyperparameter of the members ``rows`` as the estimator takes it: one number when they all
-        have the same, else one per env column (P' x N), as float32."""
+    def _per_member(self, key: str, rows: Sequence[int]) -> float | Tensor:
+        """A hyperparameter of the members ``rows`` as the estimators take it: one number when they all
+        have the same, else one per member as a (P', 1) float32 tensor, which broadcasts over the envs."""
         values = {self.hyper_rows[r][key] for r in rows}
         if len(values) == 1:
             return float(values.pop())
-        return self.hyper[key][self._index(rows)].repeat_interleave(n)
+        return self.hyper[key][self._index(rows)].unsqueeze(1)
 
     def _normalize_rewards(self, rows, by_member, gamma, returns):
         if self.members == 1:
