@@ -112,8 +112,14 @@ def test_experiment_presets_compose(tmp_path: Path, experiment: str):
 
 
 def test_the_schema_names_what_the_builders_build():
-    """acx.config stays free of torch, so it lists the activation names itself; they must be the networks'."""
-    from acx import config
+    """The activation names are declared once (acx.names): the schema allows exactly those, and the
+    networks build each of them."""
+    import typing
+
+    from acx import config, names
     from acx.algo import networks
 
-    assert set(config.ACTIVATIONS) == set(networks.ACTIVATIONS)
+    for model in (config.MlpNetwork, config.LstmNetwork):
+        assert typing.get_args(model.model_fields["activation"].annotation) == tuple(names.ACTIVATIONS)
+    assert set(networks.ACTIVATIONS) == set(names.ACTIVATIONS)
+    assert all(isinstance(cls(), torch.nn.Module) for cls in networks.ACTIVATIONS.values())

@@ -1,6 +1,7 @@
 """The package's layers: what each may import, counting imports made inside functions too, and no circle.
 
-    acx.errors, acx.config      the schema and the errors, below everything
+    acx.names, acx.errors       the names the schema allows and the builders map, and the errors: below all
+    acx.config                  the schema, its messages and checks
     acx.algo                    the maths: imports nothing from the run, the envs, the sweeps or the analysis
     acx.envs                    env factories and joining: no torch, nothing from the run
     acx.analysis                runs read back and acx report: no torch, nothing from the run
@@ -22,15 +23,16 @@ ACX = Path(__file__).resolve().parent.parent / "acx"
 
 # layer -> the layers it may import from (besides itself)
 MAY_IMPORT = {
+    "names": set(),
     "errors": set(),
-    "config": {"errors"},
-    "algo": {"errors"},
-    "envs": {"errors", "config"},
-    "analysis": {"errors", "config"},
-    "run": {"errors", "config", "algo", "envs", "analysis"},
-    "sweep": {"errors", "config", "algo", "envs", "analysis", "run"},
-    "cli": {"errors", "config", "algo", "envs", "analysis", "run", "sweep"},
-    "api": {"errors", "config", "algo", "envs", "analysis", "run", "sweep", "cli"},
+    "config": {"errors", "names"},
+    "algo": {"errors", "names"},
+    "envs": {"errors", "config", "names"},
+    "analysis": {"errors", "config", "names"},
+    "run": {"errors", "config", "algo", "envs", "analysis", "names"},
+    "sweep": {"errors", "config", "algo", "envs", "analysis", "run", "names"},
+    "cli": {"errors", "config", "algo", "envs", "analysis", "run", "sweep", "names"},
+    "api": {"errors", "config", "algo", "envs", "analysis", "run", "sweep", "cli", "names"},
     "acx": {"envs"},  # acx/__init__.py: the config resolvers (ale_id imports acx.envs.atari when resolved)
 }
 NO_TORCH = ("envs", "analysis")

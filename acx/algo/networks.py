@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# the names acx.config allows for network.activation and network.init
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+from acx import names
+
+# network.activation: the names acx.names declares (the schema allows the same), as torch.nn classes
+ACTIVATIONS = {name: getattr(nn, cls) for name, cls in names.ACTIVATIONS.items()}
 
 
 def batch_broadcast(own: Tensor, like: Tensor, feature_dims: int = 1) -> Tensor:

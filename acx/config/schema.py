@@ -1,10 +1,10 @@
-"""The config schema: one declaration of every key's type and range, from which validation follows.
+"""The run schema: one declaration of every key's type and range, from which validation follows.
 
 ``conf/`` holds the values (the defaults and presets); the pydantic models here say which values are
-allowed. ``validate_train_config`` checks a composed ``acx train`` config against them before any
-env, logger or file exists, and reports the first mistake as one line naming the key, the value and
-the allowed range or choices (with a "did you mean" for a misspelt key or option). The builders trust
-what passed and do not check again. ``acx eval`` and ``acx report`` arguments go through the same path.
+allowed. ``validate_train_config`` (``acx.config.checks``) checks a composed ``acx train`` config against
+them before any env, logger or file exists, and reports the first mistake as one line naming the key, the
+value and the allowed range or choices (``acx.config.messages``). The builders trust what passed and do
+not check again. ``acx eval`` and ``acx report`` arguments go through the same path.
 
 A group whose ``_target_`` names an acx builder is checked against that builder's model; a
 ``_target_`` of the user's own is only checked to import, and its keys go to it unchecked.
@@ -12,28 +12,16 @@ A group whose ``_target_`` names an acx builder is checked against that builder'
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
-import re
-import sys
-import types
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from acx.errors import ConfigError
-
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
-INITS = ("default", "orthogonal", "kaiming_normal")
-VALUE_LOSSES = ("mse", "huber", "smooth_l1")
-OBJECTIVES = ("best_eval_return", "final_eval_return", "eval_return_auc")
+from acx.config.messages import close_keys
+from acx.names import ACTIVATIONS, INITS, OBJECTIVES, VALUE_LOSSES
 
 
 class Schema(BaseModel):
@@ -142,7 +130,7 @@ class Init(Schema):
 class MlpNetwork(Init):
     target: Literal["acx.algo.networks.mlp_actor_critic"] = Field(alias="_target_")
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64, 64], min_length=1)
-    activation: Literal[ACTIVATIONS] = "tanh"
+    activation: Literal[tuple(ACTIVATIONS)] = "tanh"
     layer_norm: bool = False
     shared: bool = False
     bias: bool = True
@@ -155,7 +143,7 @@ class LstmNetwork(Init):
     hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field([64], min_length=0)
     lstm_hidden: int = Field(128, ge=1)
     cell: Literal["lstm", "gru"] = "lstm"
-    activation: Literal[ACTIVATIONS] = "tanh"
+    activation: Literal[tuple(ACTIVATIONS)] = "tanh"
     gaussian: Gaussian = Gaussian()
     cnn_features: int = Field(256, ge=1, description="Dict observations: units after each image key's CNN")
 
@@ -463,318 +451,3 @@ class ReportArgs(Schema):
             if not d.is_dir():
                 raise ValueError(f"{d} is not a directory")
         return self
-
-
-# ---- launchers (hydra/launcher) ------------------------------------------------------------------
-
-
-class PopulationSlurm(Schema):
-    partition: str | None = None
-    time: int = Field(60, ge=1, description="minutes")
-    cpus_per_task: int | None = Field(None, ge=1)
-    mem: str | None = None
-    array_parallelism: int = Field(256, ge=1)
-    additional_parameters: dict[str, Any] = {}
-    setup: list[str] | None = None
-
-
-class PopulationRay(Schema):
-    address: str | None = None
-    init: dict[str, Any] = {}
-    remote: dict[str, Any] = {}
-
-
-def _n_jobs(value: int | None, allow_null: bool) -> None:
-    if value == 0 or (value is None and not allow_null):
-        raise ValueError(f".n_jobs: must be -1 (one per core) or an integer >= 1, got {value!r}")
-
-
-class PopulationLauncher(Schema):
-    target: Literal["hydra_plugins.acx_population_launcher.population_launcher.PopulationLauncher"] = Field(
-        alias="_target_"
-    )
-    max_members: int = Field(64, ge=1)
-    n_jobs: int = Field(-1, ge=-1)
-    backend: Literal["local", "slurm", "ray"] = "local"
-    slurm: PopulationSlurm = PopulationSlurm()
-    ray: PopulationRay = PopulationRay()
-
-    @model_validator(mode="after")
-    def _some_jobs(self) -> PopulationLauncher:
-        _n_jobs(self.n_jobs, allow_null=False)
-        return self
-
-
-class RayLauncher(PopulationRay):
-    target: Literal["hydra_plugins.acx_ray_launcher.ray_launcher.RayLauncher"] = Field(alias="_target_")
-
-
-class JoblibLauncher(Schema):
-    """hydra-joblib-launcher's keys that have a range; the plugin's own schema checks the others."""
-
-    model_config = ConfigDict(extra="allow")
-    target: Literal["hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"] = Field(alias="_target_")
-    n_jobs: int | None = Field(-1, description="null: joblib's default")
-    verbose: int = Field(0, ge=0)
-    timeout: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _some_jobs(self) -> JoblibLauncher:
-        _n_jobs(self.n_jobs, allow_null=True)
-        return self
-
-
-class SubmititLocalLauncher(Schema):
-    """hydra-submitit-launcher's keys that have a range; the plugin's own schema checks the others."""
-
-    model_config = ConfigDict(extra="allow")
-    target: Literal["hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"] = Field(alias="_target_")
-    timeout_min: int = Field(60, ge=1)
-    cpus_per_task: int | None = Field(None, ge=1)
-    gpus_per_node: int | None = Field(None, ge=0)
-    tasks_per_node: int = Field(1, ge=1)
-    mem_gb: float | None = Field(None, gt=0)
-    nodes: int = Field(1, ge=1)
-
-
-class SubmititSlurmLauncher(SubmititLocalLauncher):
-    target: Literal["hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"] = Field(alias="_target_")
-    signal_delay_s: int = Field(120, ge=0)
-    max_num_timeout: int = Field(0, ge=0)
-    array_parallelism: int = Field(256, ge=1)
-
-
-class HydraLaunch(Schema):
-    """``hydra.launcher`` (the rest of ``hydra`` is Hydra's business)."""
-
-    model_config = ConfigDict(extra="ignore")
-    launcher: by_target(PopulationLauncher, RayLauncher, JoblibLauncher, SubmititLocalLauncher, SubmititSlurmLauncher)
-
-
-class MultirunConfig(Schema):
-    model_config = ConfigDict(extra="ignore")
-    hydra: HydraLaunch
-
-
-def validate_launcher(config: DictConfig) -> None:
-    """A multirun's ``hydra.launcher`` checked against the launcher's model (a launcher acx does not
-    know: its ``_target_`` must import)."""
-    validate(MultirunConfig, {"hydra": {"launcher": OmegaConf.to_container(config.hydra.launcher, resolve=True)}})
-
-
-def launcher_check():
-    """A Hydra callback (``hydra.callbacks`` in ``conf/hydra/default.yaml``) that checks the launcher's
-    keys before the sweeper builds it: a value out of range is one line and exit 2, as for any other
-    key, instead of the launcher's traceback. (Hydra turns a callback's exceptions into warnings, so
-    it exits itself, as ``acx.cli`` does for the app's own input errors.)"""
-    from hydra.experimental.callback import Callback
-
-    class LauncherCheck(Callback):
-        def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-            try:
-                validate_launcher(config)
-            except ConfigError as exc:
-                print(f"acx: error: {exc}", file=sys.stderr)
-                sys.exit(exc.exit_code)
-
-    return LauncherCheck()
-
-
-# ---- targets saved before the package layout -----------------------------------------------------
-
-# the modules that moved into acx/algo, acx/envs and acx/run: the configs in older checkpoints and run
-# folders name their builders by the old paths
-MOVED_TARGETS = {
-    **{f"acx.{m}.": f"acx.algo.{m}." for m in ("networks", "normalize", "returns", "losses", "optim", "update")},
-    "acx.envs.": "acx.envs.factory.",
-    "acx.atari.": "acx.envs.atari.",
-    **{f"acx.{m}.": f"acx.run.{m}." for m in ("device", "stopping", "loggers")},
-}
-
-
-def upgrade_target(target: str) -> str:
-    """A ``_target_`` of before the package layout, as it is named now (any other: unchanged)."""
-    for old, new in MOVED_TARGETS.items():
-        if target.startswith(old) and target.count(".") == old.count("."):  # acx.envs.X, not acx.envs.factory.X
-            return new + target[len(old) :]
-    return target
-
-
-def upgrade_targets(node: Any) -> Any:
-    """A saved config (plain dicts and lists) with every ``_target_`` named as it is now."""
-    if isinstance(node, dict):
-        return {k: upgrade_target(v) if k == "_target_" and isinstance(v, str) else upgrade_targets(v)
-                for k, v in node.items()}  # fmt: skip
-    if isinstance(node, list):
-        return [upgrade_targets(v) for v in node]
-    return node
-
-
-# ---- validation ----------------------------------------------------------------------------------
-
-
-def close_keys(key: str, candidates: list[str]) -> list[str]:
-    """The candidates a misspelt ``key`` most likely meant: those ending in the same last part, or else
-    the closest spellings (only the ones about as close as the best)."""
-    last = key.rpartition(".")[2]
-    pool = [c for c in candidates if c.rpartition(".")[2] == last and c != key] or candidates
-    scored = sorted(((difflib.SequenceMatcher(None, key, c).ratio(), c) for c in pool), reverse=True)
-    best = scored[0][0] if scored else 0.0
-    return [c for r, c in scored[:3] if r >= max(0.6, best - 0.05)]
-
-
-def validate(model: type[BaseModel], cfg: DictConfig | Mapping[str, Any]) -> Any:
-    """``cfg`` checked against ``model``; the first mistake raised as a one-line ConfigError."""
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    except OmegaConfBaseException as exc:  # an interpolation that does not resolve
-        key = getattr(exc, "full_key", "") or ""
-        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}" if key else str(exc).splitlines()[0]) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(describe(exc.errors()[0], model)) from None
-
-
-def describe(error: Mapping[str, Any], model: type[BaseModel]) -> str:
-    """One line for one pydantic error: the key, what it must be, the value it got."""
-    keys, field, siblings = _walk(model, error["loc"])
-    key = ".".join(keys)
-    kind, value = error["type"], error.get("input")
-    if kind == "value_error":  # a rule of the model's own: its message names the key, or gets it here
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if message.startswith("."):  # a key below this model's: ".alpha: ..." -> "optimizer.alpha: ..."
-            return key + message
-        return message if re.match(r"^[\w.\[\]]+: ", message) else f"{key}: {message}"
-    if kind == "extra_forbidden":
-        parent = key.rpartition(".")[0]
-        close = close_keys(key, [f"{parent}.{c}" if parent else c for c in siblings])
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return f"{key}: no such key{hint}"
-    if kind == "missing":
-        return f"{key}: required, and not set"
-    if kind == "literal_error":
-        choices = [str(c) for c in typing.get_args(_unwrap(field.annotation))] if field is not None else []
-        choices = [c for c in choices if c != "None"]
-        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        return f"{key}: must be one of {', '.join(choices)}, got {value!r}{hint}"
-    return f"{key}: must be {allowed(field)}, got {value!r}"
-
-
-def allowed(field: FieldInfo | None) -> str:
-    """What a field accepts, in words: 'in (0, 1]', 'an integer >= 1 (or null: ...)'."""
-    if field is None:
-        return "valid"
-    bounds = {k: getattr(m, k) for m in field.metadata for k in ("gt", "ge", "lt", "le", "min_length") if hasattr(m, k)}
-    low = f"({bounds['gt']:g}" if "gt" in bounds else f"[{bounds['ge']:g}" if "ge" in bounds else None
-    high = f"{bounds['lt']:g})" if "lt" in bounds else f"{bounds['le']:g}]" if "le" in bounds else None
-    base = _unwrap(field.annotation)
-    kind = {int: "an integer", bool: "true or false", str: "a string"}.get(base, "")  # a float: just the range
-    if typing.get_origin(base) is list:
-        length = bounds.get("min_length")
-        kind = f"a list of at least {length} item{'s' if length != 1 else ''}" if length else "a list"
-    if low and high:
-        text = f"{kind} in {low}, {high}".strip()
-    elif low:
-        text = f"{kind} {'>' if low[0] == '(' else '>='} {low[1:]}".strip()
-    elif high:
-        text = f"{kind} {'<' if high[-1] == ')' else '<='} {high[:-1]}".strip()
-    else:
-        text = kind or "valid"
-    if _optional(field.annotation):
-        text += f" (or null{': ' + field.description.removeprefix('null: ') if field.description else ''})"
-    return text
-
-
-def _optional(annotation: Any) -> bool:
-    return type(None) in typing.get_args(annotation)
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``int | None`` -> int, ``Annotated[int, ...]`` -> int."""
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
-        return _unwrap(args[0])
-    return annotation
-
-
-def _members(annotation: Any) -> dict[str, Any]:
-    """The tagged members of a ``by_target`` union, by tag."""
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    found = {}
-    for member in typing.get_args(annotation):
-        if typing.get_origin(member) is Annotated:
-            inner, *meta = typing.get_args(member)
-            tags = {m.tag: inner for m in meta if isinstance(m, Tag)}
-            found.update(tags or _members(inner))  # no tag: a union inside an Optional
-        elif member is not type(None):
-            found.update(_members(member))
-    return found
-
-
-def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], FieldInfo | None, list[str]]:
-    """Follow a pydantic error location through the models: the config keys (union tags dropped),
-    the FieldInfo at the end, and the keys beside the last one (for "did you mean")."""
-    keys: list[str] = []
-    node: Any = model
-    field: FieldInfo | None = None
-    siblings: list[str] = []
-    for part in loc:
-        tagged = _members(node) if not (isinstance(node, type) and issubclass(node, BaseModel)) else {}
-        if part in tagged:  # a union's tag: the model it chose
-            node = tagged[part]
-            continue
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            fields = node.model_fields
-            siblings = [f.alias or name for name, f in fields.items()]
-            name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
-            keys.append(str(part))
-            field = fields[name] if name else None
-            node = field.annotation if field else None
-            continue
-        # a dict key or a list index: the element's own constraints, if it has any
-        keys[-1:] = [f"{keys[-1]}[{part}]"] if isinstance(part, int) and keys else [*keys[-1:], str(part)]
-        args = typing.get_args(_unwrap(node))
-        node = args[-1] if args else None
-        field = FieldInfo.from_annotation(node) if node is not None else None
-    return keys, field, siblings
-
-
-def validate_train_config(cfg: DictConfig) -> TrainConfig:
-    """A composed train config checked against ``TrainConfig`` (no env is built here)."""
-    return validate(TrainConfig, cfg)
-
-
-def check_network_fits(network: Any, factory: Any) -> None:
-    """The network config must suit the env's spaces (which only the built env factory knows)."""
-    import gymnasium as gym
-
-    obs, act = factory.observation_space, factory.action_space  # spaces acx can read (acx.envs.factory.check_spaces)
-    if isinstance(obs, gym.spaces.Dict):  # network=mlp and lstm give each key an encoder of its own (DictEncoder)
-        if isinstance(network, CnnNetwork):
-            raise ConfigError(f"network: {factory.id} has Dict observations: use network=mlp (an encoder per key)")
-    # a Dict's keys reach the MLP as one flat vector, from the encoders
-    shape = (1,) if isinstance(obs, gym.spaces.Dict) else tuple(obs.shape or ())
-    seen = f"{factory.id} observations have shape {shape}"
-    if isinstance(network, CnnNetwork):
-        if len(shape) != 3:
-            raise ConfigError(f"network: network=cnn needs image observations (C, H, W); {seen}: use network=mlp")
-        if isinstance(act, gym.spaces.Box):
-            raise ConfigError(f"network: network=cnn supports discrete actions only; {factory.id} has {act}")
-    if isinstance(network, (MlpNetwork, LstmNetwork)):
-        if len(shape) != 1:
-            if isinstance(network, LstmNetwork):
-                raise ConfigError(f"network: network={network.cell} reads flat vector or Dict observations; {seen}")
-            raise ConfigError(f"network: network=mlp needs flat vector observations; {seen}: use network=cnn")
-        if not isinstance(act, gym.spaces.Box):
-            default = Gaussian()
-            changed = sorted(k for k in Gaussian.model_fields if getattr(network.gaussian, k) != getattr(default, k))
-            if changed:
-                raise ConfigError(
-                    f"network.gaussian.{changed[0]}: applies to continuous (Box) action spaces only; "
-                    f"{factory.id} has {act}"
-                )
