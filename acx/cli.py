@@ -204,7 +204,7 @@ def config_dir_arguments(args: list[str]) -> list[str]:
         else:
             rest.append(arg)
         i += 1
-    folders = [str(Path(d).expanduser().resolve()) for d in given] + user_config_dirs()
+    folders = [str(Path(d).expanduser().resolve()) for d in [*given, *user_config_dirs()]]
     for folder in folders:
         if not Path(folder).is_dir():
             raise ConfigError(f"--config-dir {folder}: no such folder")
@@ -340,10 +340,15 @@ def main() -> None:
     if args[0] in ("-V", "--version"):
         print(f"acx {__version__}")
         sys.exit(0)
-    if args[0] == "report":
+    if args[0] == "report":  # reads run folders, composes no config: a --config-dir given out of habit is ignored
         from acx.analysis.report import main as report_main
 
-        sys.exit(report_main(args[1:]))
+        try:
+            rest = config_dir_arguments(args[1:])
+        except AcxError as error:
+            print(f"acx: error: {first_line(error)}", file=sys.stderr)
+            sys.exit(error.exit_code)
+        sys.exit(report_main(rest))
     if args[0] not in APPS:
         print(f"acx: unknown command {args[0]!r}; expected one of: {', '.join([*APPS, 'report'])}", file=sys.stderr)
         sys.exit(2)
