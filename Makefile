@@ -40,11 +40,11 @@ format: venv ## ruff format and autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 docs: venv ## build the docs site strictly (mkdocs.yml, docs/) and serve it on http://127.0.0.1:8000
-	$(BIN)/mkdocs build --strict
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 docs-build: venv ## build the docs site into site/ as CI does: every warning is an error
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 check-wheel: ## build the wheel, install it in a clean venv (torch==2.13.0 first), run acx from an empty folder
 	bash .ci/wheel
