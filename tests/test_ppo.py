@@ -266,16 +266,25 @@ def test_ppo_solves_cartpole_within_a_budget(tmp_path: Path, seed: int):
 def test_anneal_clip_follows_the_lr_schedule():
     from acx.algo.update import linear_lr
 
-    loss = PPOLoss(clip_range=0.2, clip_range_vf=0.4, anneal_clip=True)
+    class Recording(PPOLoss):  # the real loss, remembering the clip scale each call was given
+        scales: list = []
+
+        def __call__(self, *args, **kwargs):
+            self.scales.append(kwargs.get("clip_scale"))
+            return super().__call__(*args, **kwargs)
+
+    loss = Recording(clip_range=0.2, clip_range_vf=0.4, anneal_clip=True)
     learner, _, batch = short_rollout(loss, epochs=2, minibatches=2, lr_schedule=linear_lr)
     learner.scale_lr([0.75])  # lr_schedule=linear with 75% of the budget done
     assert learner.clip_scale.tolist() == [0.25] and learner.optimizers["all"].lr_of(0) == pytest.approx(2.5e-4)
     learner.update(batch, [0])
-    assert loss.clip_scale.tolist() == [0.25]  # the update used this member's scale
+    assert len(loss.scales) == 4 and all(s.tolist() == [0.25] for s in loss.scales)  # each step: this member's
     ratio = torch.tensor([[1.04, 1.06]])  # outside 1 +- 0.05 (0.2 x 0.25) only the second
     z, mask = torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool)
-    assert loss(ratio.log(), z, z, z + 1, z, mask, old_log_probs=z, old_values=z)["clip_fraction"].item() == 0.5
+    terms = loss(ratio.log(), z, z, z + 1, z, mask, old_log_probs=z, old_values=z, clip_scale=torch.tensor([0.25]))
+    assert terms["clip_fraction"].item() == 0.5
+    assert loss(ratio.log(), z, z, z + 1, z, mask, old_log_probs=z, old_values=z)["clip_fraction"].item() == 0.0
     fixed = PPOLoss(clip_range=0.2)
     learner, _, _ = short_rollout(fixed, lr_schedule=linear_lr)
     learner.scale_lr([0.75])
-    assert fixed.clip_scale == 1.0
+    assert "clip_scale" not in learner.loss_coefficients([0])  # not annealed: the loss's own ranges

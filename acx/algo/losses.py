@@ -3,6 +3,10 @@
 ``ActorCriticLoss`` is A2C's; ``PPOLoss`` clips the policy's probability ratio (and optionally the
 critic's change) against what the rollout stored at collection. The caller sums ``total``; each term
 is reported under ``losses/`` by the logger.
+
+The coefficients (``vf_coef``, ``ent_coef``, PPO's ``clip_scale``) are arguments of each call, as numbers
+or as one per member ((P,) tensors, a cohort's), as TorchRL's losses take theirs; the values given to
+the constructor are what a call without them uses.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+Coef = float | Tensor  # a number, or one per member: (P,)
 
 
 def masked_mean(x: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
@@ -89,6 +95,9 @@ class ActorCriticLoss:
         mask: Tensor,
         old_log_probs: Tensor | None = None,
         old_values: Tensor | None = None,
+        *,
+        vf_coef: Coef | None = None,
+        ent_coef: Coef | None = None,
     ) -> dict[str, Tensor]:
         """Loss terms for flat (B,) tensors, or per member for a cohort's (P, B) tensors (then the
         coefficients may be (P,) tensors); ``advantages``/``returns`` carry no gradient. A2C's
@@ -97,12 +106,14 @@ class ActorCriticLoss:
         mask = mask.float()
         advantages, returns = advantages.detach(), returns.detach()
         policy = self._reduce(-log_probs * advantages, mask)
-        return self._with_critic_and_entropy(policy, self.critic_per_step(values, returns), entropy, mask)
+        critic = self.critic_per_step(values, returns)
+        return self._with_critic_and_entropy(policy, critic, entropy, mask, vf_coef, ent_coef)
 
-    def _with_critic_and_entropy(self, policy: Tensor, critic: Tensor, entropy: Tensor, mask: Tensor) -> dict:
-        value = self.vf_coef * self._reduce(critic, mask)
+    def _with_critic_and_entropy(self, policy: Tensor, critic: Tensor, entropy: Tensor, mask: Tensor,
+                                 vf_coef: Coef | None, ent_coef: Coef | None) -> dict:  # fmt: skip
+        value = (self.vf_coef if vf_coef is None else vf_coef) * self._reduce(critic, mask)
         entropy_mean = masked_mean(entropy, mask)
-        entropy_term = -self.ent_coef * self._reduce(entropy, mask)
+        entropy_term = -(self.ent_coef if ent_coef is None else ent_coef) * self._reduce(entropy, mask)
         return {
             "policy": policy,
             "value": value,
@@ -122,8 +133,9 @@ class PPOLoss(ActorCriticLoss):
     - ``clip_range_vf`` c_v: the critic's loss per transition is the larger of the plain one and the
       one of V_old + clip(V - V_old, -c_v, c_v), V_old the value at collection (OpenAI baselines,
       CleanRL); null: the plain loss;
-    - ``anneal_clip``: both ranges are multiplied by the lr schedule's multiplier (``clip_scale``, set
-      by the Updater each update): with ``lr_schedule=linear``, rl-baselines3-zoo's ``lin_0.2``.
+    - ``anneal_clip``: both ranges are multiplied by the lr schedule's multiplier (the ``clip_scale``
+      argument, which the learner passes each update): with ``lr_schedule=linear``, rl-baselines3-zoo's
+      ``lin_0.2``.
 
     Besides the terms it returns ``approx_kl`` (mean of (r - 1) - log r, an unbiased estimate of
     KL(pi_old || pi)) and, when clipping, ``clip_fraction`` (the share of ratios outside [1 - c, 1 + c]).
@@ -136,7 +148,6 @@ class PPOLoss(ActorCriticLoss):
     ):
         super().__init__(**kwargs)
         self.clip_range, self.clip_range_vf, self.anneal_clip = clip_range, clip_range_vf, anneal_clip
-        self.clip_scale = 1.0
 
     def __call__(
         self,
@@ -148,24 +159,28 @@ class PPOLoss(ActorCriticLoss):
         mask: Tensor,
         old_log_probs: Tensor | None = None,
         old_values: Tensor | None = None,
+        *,
+        vf_coef: Coef | None = None,
+        ent_coef: Coef | None = None,
+        clip_scale: Coef = 1.0,
     ) -> dict[str, Tensor]:
-        """Loss terms for flat (B,) tensors; ``old_log_probs`` (and ``old_values`` with value clipping)
-        come from collection and carry no gradient."""
+        """Loss terms for flat (B,) tensors (or a cohort's (P, B)); ``old_log_probs`` (and ``old_values``
+        with value clipping) come from collection and carry no gradient."""
         mask = mask.float()
         advantages, returns = advantages.detach(), returns.detach()
         log_ratio = log_probs - old_log_probs.detach()
         ratio = log_ratio.exp()
         surrogate = ratio * advantages
         if self.clip_range is not None:
-            c = per_row(self.clip_range * self.clip_scale, ratio)
+            c = per_row(self.clip_range * clip_scale, ratio)
             surrogate = torch.min(surrogate, ratio.clamp(1.0 - c, 1.0 + c) * advantages)
         policy = self._reduce(-surrogate, mask)
         critic = self.critic_per_step(values, returns)
         if self.clip_range_vf is not None:
-            old_values, c_v = old_values.detach(), per_row(self.clip_range_vf * self.clip_scale, values)
+            old_values, c_v = old_values.detach(), per_row(self.clip_range_vf * clip_scale, values)
             clipped = old_values + (values - old_values).clamp(-c_v, c_v)
             critic = torch.max(critic, self.critic_per_step(clipped, returns))
-        terms = self._with_critic_and_entropy(policy, critic, entropy, mask)
+        terms = self._with_critic_and_entropy(policy, critic, entropy, mask, vf_coef, ent_coef)
         with torch.no_grad():
             terms["approx_kl"] = masked_mean((ratio - 1.0) - log_ratio, mask)
             if self.clip_range is not None:

@@ -18,6 +18,8 @@ of its own:
   other module runs under ``torch.vmap`` over ``torch.func.functional_call``: correct for any
   module, and slower for the small networks of RL (a fixed cost per op: measured in docs/population.md).
 
+``call(method, *inputs, rows=...)`` is how a caller runs the members: inputs and outputs carry the member
+dim in front for any P, and this is the one place that picks ``single`` for a cohort of one.
 ``rows(index)`` runs ``batched`` for some members only (the episodic variant updates the members whose
 episodes ended); ``regroup`` drops and appends members; ``member_state_dict(k)`` is member k's
 state dict in the module's own layout (a single run's checkpoint).
@@ -80,6 +82,27 @@ class Stack:
     @property
     def members(self) -> int:
         return self._members
+
+    def call(self, method: str | None, *inputs: Tensor, rows: Sequence[int] | None = None):
+        """``method`` of the members' module (None: the module itself; a dotted path such as
+        ``obs_norm.update`` reaches a submodule's) on ``inputs`` with the member dim in front, (P', ...)
+        each; its outputs (tensors, or tuples of them) likewise. ``rows``: the members, all when None.
+        A cohort of one runs the plain module on row 0 (``single``: the plain module's cost); more
+        members run ``batched``."""
+        if self.members == 1:
+            return _lead(_method(self.single, method)(*[x[0] for x in inputs]))
+        with self.subset_of(rows):
+            return _method(self.batched, method)(*inputs)
+
+    def subset_of(self, rows: Sequence[int] | None):
+        """``rows(index)`` for the members ``rows``; nothing to do when they are all of them (or None)."""
+        if rows is None or list(rows) == list(range(self.members)):
+            return contextlib.nullcontext()
+        return self.rows(torch.as_tensor(list(rows), device=self.tensors[self.param_names[0]].device))
+
+    def member(self, k: int) -> nn.Module:
+        """A plain module with member ``k``'s tensors: ``single`` itself in a cohort of one, else a copy."""
+        return self.single if self.members == 1 else self.member_module(k)
 
     @property
     def params(self) -> list[Tensor]:
@@ -164,6 +187,19 @@ class Stack:
                 tensors[name] = torch.cat(parts).requires_grad_(old.requires_grad)
         self.tensors = tensors
         self.rebind()
+
+
+def _method(module: nn.Module, path: str | None):
+    for part in path.split(".") if path else ():
+        module = getattr(module, part)
+    return module
+
+
+def _lead(out):
+    """A single module's outputs with the member dim in front (a cohort of one)."""
+    if isinstance(out, tuple):
+        return tuple(_lead(o) for o in out)
+    return out.unsqueeze(0) if torch.is_tensor(out) else out
 
 
 def _batch(stack: Stack, module: nn.Module, prefix: str) -> None:

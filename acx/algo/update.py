@@ -20,9 +20,9 @@ Nothing here imports from ``acx.run``: the rollout arrives as tensors (``Batch``
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -177,6 +177,17 @@ def draw_noise(kind: str, like: Tensor, generators: Sequence[torch.Generator], s
     return noise
 
 
+class Step(NamedTuple):
+    """What one gradient step of some members gives back: their stats ((P',) each), the (advantages,
+    values, returns, mask) its loss used, which members stepped, and why each one that failed did (by
+    row: a non-finite loss or gradient; such a member took no step)."""
+
+    stats: dict[str, Tensor]
+    used: tuple
+    stepped: Tensor
+    failed: dict[int, str]
+
+
 class Learner:
     """P members' networks (``stack``), optimizers, loss, estimator and hyperparameters (``hyper``:
     name -> (P,)), and each member's sampling generator."""
@@ -282,19 +293,13 @@ class Learner:
 
     def member_net(self, k: int) -> ActorCritic:
         """A plain network with member ``k``'s tensors (a video of one member's policy)."""
-        return self.stack.single if self.members == 1 else self.stack.member_module(k)
+        return self.stack.member(k)
 
     # --- acting -------------------------------------------------------------------------------------
 
     def _run(self, rows: Sequence[int] | None, method: str, *inputs: Tensor):
         """``method`` of the network for the members ``rows`` (None: all) on their (P', ...) inputs."""
-        if self.members == 1:
-            out = getattr(self.stack.single, method)(*[x[0] for x in inputs])
-            return _lead(out)
-        if rows is None or len(rows) == self.members and list(rows) == list(range(self.members)):
-            return getattr(self.stack.batched, method)(*inputs)
-        with self.stack.rows(torch.as_tensor(list(rows), device=self.device)):
-            return getattr(self.stack.batched, method)(*inputs)
+        return self.stack.call(method, *inputs, rows=rows)
 
     @property
     def recurrent(self) -> bool:
@@ -309,14 +314,7 @@ class Learner:
         (C = P x N, member k's envs at k*N..k*N+N-1), one per column; member k's noise from its own
         generator."""
         state_in = () if state is None else (state,)
-        if self.members == 1:  # a cohort of one: the plain module on its N envs
-            pi, value, *state_out = self.stack.single(obs, *state_in)
-            like = self.head.noise_like(pi)
-            draw = torch.rand if self.head.NOISE == "uniform" else torch.randn
-            noise = draw(like.shape, generator=self.generators[0], dtype=like.dtype, device=like.device)
-            action = self.head.sample(pi, noise)
-            return action, value, self.head.log_prob(pi, action) if keep_log_probs else None, _first(state_out)
-        pi, value, *state_out = self.stack.batched(*[self._by_member(x) for x in (obs, *state_in)])
+        pi, value, *state_out = self.stack.call(None, *[self._by_member(x) for x in (obs, *state_in)])
         action = self.head.sample(pi, draw_noise(self.head.NOISE, self.head.noise_like(pi), self.generators))
         log_prob = self.head.log_prob(pi, action).flatten(0, 1) if keep_log_probs else None
         state_out = [s.flatten(0, 1) for s in state_out]
@@ -331,9 +329,7 @@ class Learner:
         """V(s) for the observations of every env column (C = P x N), one per column (a recurrent
         network's from ``state``, the state before the step)."""
         state_in = () if state is None else (state,)
-        if self.members == 1:
-            return self.stack.single.value(obs, *state_in)
-        return self.stack.batched.value(*[self._by_member(x) for x in (obs, *state_in)]).flatten(0, 1)
+        return self.stack.call("value", *[self._by_member(x) for x in (obs, *state_in)]).flatten(0, 1)
 
     @contextlib.contextmanager
     def acting(self, rows: Sequence[int]):
@@ -342,34 +338,28 @@ class Learner:
         from one ``action`` to the next."""
         self._acting = list(rows)
         self._acting_state = None
-        with self._rows(rows) if self.members > 1 else contextlib.nullcontext():
+        with self.stack.subset_of(rows):
             try:
                 yield
             finally:
                 self._acting, self._acting_state = None, None
 
-    def _policy(self, module, obs: Tensor):
-        """``module``'s policy output for ``obs``, carrying the acting state of a recurrent network."""
+    def _policy(self, obs: Tensor):
+        """The acting members' policy output for their (P', N, ...) ``obs``, carrying the acting state of
+        a recurrent network (the members' rows are bound for the whole of ``acting``)."""
         if not self.recurrent:
-            return module.policy(obs)
+            return self.stack.call("policy", obs)
         if self._acting_state is None:
             # network=lstm reads flat observations (a Dict's packed): the state is (..., B, S) for (..., B, F)
             self._acting_state = torch.zeros(*obs.shape[:-1], self.stack.single.state_size, device=obs.device)
-        pi, self._acting_state = module.policy(obs, self._acting_state)
+        pi, self._acting_state = self.stack.call("policy", obs, self._acting_state)
         return pi
 
     @torch.inference_mode()
     def action(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """The actions of the members ``acting`` for the observations of their env columns (evaluation)."""
         rows = self._acting
-        if self.members == 1:
-            pi = self._policy(self.stack.single, obs)
-            if deterministic:
-                return self.head.mode(pi)
-            like = self.head.noise_like(pi)
-            draw = torch.rand if self.head.NOISE == "uniform" else torch.randn
-            return self.head.sample(pi, draw(like.shape, generator=self.generators[0], dtype=like.dtype))
-        pi = self._policy(self.stack.batched, obs.view(len(rows), -1, *obs.shape[1:]))
+        pi = self._policy(obs.view(len(rows), -1, *obs.shape[1:]))
         if deterministic:
             return self.head.mode(pi).flatten(0, 1)
         generators = [self.generators[r] for r in rows]
@@ -392,13 +382,14 @@ class Learner:
                 self.reward_returns = torch.zeros(self.members, n, dtype=torch.float64, device=rewards.device)
             by_member = [x.transpose(0, 1) for x in (rewards, done, valid)]  # (P', T, N)
             returns = self.reward_returns[index]
-            scaled, returns = self._normalize_rewards(rows, by_member, gamma, returns)
+            scaled, returns = self.stack.call("reward_norm", *by_member, gamma, returns, rows=rows)
             self.reward_returns[index] = returns
             rewards = scaled.transpose(0, 1)
         scale = self._per_member("reward_scale", rows)
         if not isinstance(scale, float) or scale != 1.0:
-            rewards = rewards * scale
+            rewards = rewards * (scale.view(1, -1, 1) if torch.is_tensor(scale) else scale)
         rates = {key: self._per_member(key, rows) for key in ("gamma", "gae_lambda") if key in self.hyper}
+        rates = {key: rate.unsqueeze(1) if torch.is_tensor(rate) else rate for key, rate in rates.items()}  # (P', 1)
         return self.estimator(rewards, values, next_values, terminated, done, **rates)
 
     def _index(self, rows: Sequence[int]) -> Tensor:
@@ -409,37 +400,19 @@ class Learner:
         return self._last_index[1]
 
     def _per_member(self, key: str, rows: Sequence[int]) -> float | Tensor:
-        """A hyperparameter of the members ``rows`` as the estimators take it: one number when they all
-        have the same, else one per member as a (P', 1) float32 tensor, which broadcasts over the envs."""
+        """A hyperparameter of the members ``rows``: one number when they all have the same, else one
+        per member, a (P',) float32 tensor."""
         values = {self.hyper_rows[r][key] for r in rows}
         if len(values) == 1:
             return float(values.pop())
-        return self.hyper[key][self._index(rows)].unsqueeze(1)
-
-    def _normalize_rewards(self, rows, by_member, gamma, returns):
-        if self.members == 1:
-            scaled, returns = self.stack.single.reward_norm(*[x[0] for x in by_member], gamma[0], returns[0])
-            return scaled.unsqueeze(0), returns.unsqueeze(0)
-        with self._rows(rows):
-            return self.stack.batched.reward_norm(*by_member, gamma, returns)
-
-    def _rows(self, rows: Sequence[int]):
-        """The stack's context for the members ``rows`` (nothing to do when they are all of them)."""
-        if len(rows) == self.members and list(rows) == list(range(self.members)):
-            return contextlib.nullcontext()
-        return self.stack.rows(torch.as_tensor(list(rows), device=self.device))
+        return self.hyper[key][self._index(rows)]
 
     def observe(self, rows: Sequence[int], obs: Tensor, valid: Tensor) -> None:
         """normalize.obs: the members ``rows``' statistics take in their rollout's (T, P', N, ...)
         observations (after the update on it, so collection and learning saw the same statistics)."""
         if self.stack.single.obs_norm is None:
             return
-        obs, valid = obs.transpose(0, 1), valid.transpose(0, 1)
-        if self.members == 1:
-            self.stack.single.obs_norm.update(obs[0], valid[0])
-            return
-        with self._rows(rows):
-            self.stack.batched.obs_norm.update(obs, valid)
+        self.stack.call("obs_norm.update", obs.transpose(0, 1), valid.transpose(0, 1), rows=rows)
 
     # --- updating -----------------------------------------------------------------------------------
 
@@ -459,19 +432,14 @@ class Learner:
         stats of each, and the members (by row) whose loss or gradient was not finite, with the message
         of each: those took no step, nor any later minibatch of this update."""
         rows = list(rows)
-        index = self._index(rows)
-        for key in ("ent_coef", "vf_coef"):  # the loss's coefficients: these members' (one number when the same)
-            values = {self.hyper_rows[r][key] for r in rows}
-            setattr(self.loss_fn, key, float(values.pop()) if len(values) == 1 else self.hyper[key][index])
-        if getattr(self.loss_fn, "anneal_clip", False):
-            self.loss_fn.clip_scale = self.clip_scale[index]
+        coefs = self.loss_coefficients(rows)
         active = torch.ones(len(rows), dtype=torch.bool)
-        failed: dict[int, str] = {}
         if self.epochs == 1 and self.minibatches == 1:
-            stats, used, _ = self.gradient_step(batch, rows, active, failed, diagnostics)
+            step = self.gradient_step(batch, rows, active, coefs, diagnostics)
             if diagnostics:  # the critic's values from the step's own forward pass (before its update)
-                stats.update(rollout_stats(*used))
-            return MemberStats(stats, len(rows)), failed
+                step.stats.update(rollout_stats(*step.used))
+            return MemberStats(step.stats, len(rows)), step.failed
+        failed: dict[int, str] = {}
         totals: dict[str, Tensor] = {}
         counts = torch.zeros(len(rows))
         for part, mask, has in self.minibatch_indices(batch.mask, rows, batch.steps):
@@ -480,9 +448,11 @@ class Learner:
                 if not bool(active.any()):
                     break
                 continue
-            stats, _, stepped = self.gradient_step(batch.take(part, mask), rows, stepping, failed, diagnostics)
+            step = self.gradient_step(batch.take(part, mask), rows, stepping, coefs, diagnostics)
+            stepped = step.stepped
+            failed.update(step.failed)
             active &= ~(stepping & ~stepped)  # frozen by target_kl, or not finite: no more steps this update
-            for key, value in stats.items():
+            for key, value in step.stats.items():
                 totals[key] = totals.get(key, 0.0) + torch.where(stepped.to(value.device), value, 0.0)
             counts += stepped.float()
         out = {key: value / counts.clamp(min=1).to(value.device) for key, value in totals.items()}
@@ -493,6 +463,14 @@ class Learner:
         # a member stopped before its first step changed nothing: its stats are only that
         none = {i: {"train/gradient_steps": 0} for i, steps in enumerate(counts.tolist()) if steps == 0}
         return MemberStats(out, len(rows), none), failed
+
+    def loss_coefficients(self, rows: Sequence[int]) -> dict[str, float | Tensor]:
+        """The loss's coefficients for the members ``rows``, as the loss takes them: a number when they
+        all have the same, else one per member ((P',) tensors); PPO's annealed clip scale too."""
+        coefs = {key: self._per_member(key, rows) for key in ("ent_coef", "vf_coef")}
+        if getattr(self.loss_fn, "anneal_clip", False):
+            coefs["clip_scale"] = self.clip_scale[self._index(rows)]
+        return coefs
 
     def minibatch_indices(self, mask: Tensor, rows: Sequence[int], steps: int | None = None):
         """``epochs`` passes over each member's valid transitions, each a fresh permutation (from the
@@ -542,11 +520,12 @@ class Learner:
                 yield index, torch.gather(mask, 1, index), torch.ones(len(rows), dtype=torch.bool)
 
     def gradient_step(
-        self, batch: Batch, rows: list[int], stepping: Tensor, failed: dict[int, str], diagnostics: bool
-    ) -> tuple[dict[str, Tensor], tuple, Tensor]:
-        """One optimizer step of the members ``stepping`` (of ``rows``) on ``batch``: their stats ((P',)
-        each), the (advantages, values, returns, mask) the loss used, and which members stepped (not
-        those ``target_kl`` freezes here, nor those whose loss or gradient is not finite)."""
+        self, batch: Batch, rows: list[int], stepping: Tensor, coefs: Mapping[str, float | Tensor], diagnostics: bool
+    ) -> Step:
+        """One optimizer step of the members ``stepping`` (of ``rows``) on ``batch``, with the loss's
+        ``coefs``: their stats ((P',) each), the (advantages, values, returns, mask) the loss used, which
+        members stepped (not those ``target_kl`` freezes here, nor those whose loss or gradient is not
+        finite), and the message of each member (by row) whose loss or gradient was not finite."""
         mask = batch.mask
         advantages, returns = self.loss_fn.targets(batch.advantages, batch.returns, batch.values, mask)
         if self.recurrent:  # whole sequences unrolled from their first step's state: (P', T, B) -> (P', T x B)
@@ -555,7 +534,7 @@ class Learner:
         else:
             log_probs, entropy, values, std = self._run(rows, "evaluate_actions", batch.obs, batch.actions)
         old = {"old_log_probs": batch.log_probs, "old_values": batch.values} if self.old_inputs else {}
-        losses = self.loss_fn(log_probs, entropy, values, advantages, returns, mask, **old)
+        losses = self.loss_fn(log_probs, entropy, values, advantages, returns, mask, **old, **coefs)
         stepping = stepping.clone()
         if self.target_kl is not None:  # a member past it stops here, before this step
             stepping &= ~(losses["approx_kl"].detach().cpu() > 1.5 * self.target_kl)
@@ -578,6 +557,7 @@ class Learner:
                     p.grad.index_copy_(0, index, clipped)
         # a NaN/inf must never reach the weights: each member is checked before any optimizer steps
         finite = torch.isfinite(torch.stack([total.detach(), *norms.values()])).all(0).cpu()
+        failed: dict[int, str] = {}
         if not bool(finite.all()):
             for i in (stepping & ~finite).nonzero().flatten().tolist():
                 bad = "loss" if not torch.isfinite(total[i]) else "gradient"
@@ -601,18 +581,11 @@ class Learner:
         stats.update(grad_stats)
         if std is not None:
             stats["train/policy_std"] = std.detach().flatten(1).mean(1)
-        return stats, (advantages, values, returns, mask), stepping
+        return Step(stats, (advantages, values, returns, mask), stepping, failed)
 
 
 def _first(items: list):
     return items[0] if items else None
-
-
-def _lead(out):
-    """A single network's outputs with the member dim in front (a cohort of one)."""
-    if isinstance(out, tuple):
-        return tuple(_lead(o) for o in out)
-    return out.unsqueeze(0) if torch.is_tensor(out) else out
 
 
 class MemberStats:
