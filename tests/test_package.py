@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 
 import acx
 from tests.conftest import ACX, ROOT
@@ -204,3 +205,18 @@ def test_the_example_notebook_runs(project: Path):
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("env=corridr: no such option" in o.get("text", "") for o in outputs)
+
+
+def test_a_recurrent_policy_carries_its_state(tmp_path: Path, monkeypatch):
+    """network=lstm: Policy.act starts from the zero state and hands back the next one, which changes."""
+    monkeypatch.chdir(tmp_path)
+    run = acx.train("network=lstm", "algo=ppo", "algo.n_steps=32", "total_steps=300", "eval.every_steps=300",
+                    "eval.episodes=1", "eval.confirm_episodes=0", *QUIET)  # fmt: skip
+    policy = acx.load(run.dir)
+    assert policy.recurrent
+    obs, _ = policy.make_env().reset(seed=0)
+    action, state = policy.act(obs)
+    assert state is not None and state.shape[0] == 1 and int(action) in (0, 1)
+    _, later = policy.act(obs, state)
+    assert not torch.equal(later, state)
+    assert policy.evaluate(episodes=2)["episodes"] == 2
