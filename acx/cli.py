@@ -315,8 +315,6 @@ def prepare_environment() -> None:
 def run_command(command: str, args: list[str]) -> None:
     """``acx COMMAND ARGS...`` for train, eval and export, as the console script and the Python API run
     it; bad input raises an AcxError (its first line is what the user sees)."""
-    if command not in APPS:
-        raise ConfigError(f"unknown command {command!r}; expected one of: {', '.join([*APPS, 'report'])}")
     prepare_environment()
     args = config_dir_arguments(args)
     check_group_options(args)

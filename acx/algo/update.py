@@ -387,9 +387,8 @@ class Learner:
             rewards = scaled.transpose(0, 1)
         scale = self._per_member("reward_scale", rows)
         if not isinstance(scale, float) or scale != 1.0:
-            rewards = rewards * (scale.view(1, -1, 1) if torch.is_tensor(scale) else scale)
-        rates = {key: self._per_member(key, rows) for key in ("gamma", "gae_lambda") if key in self.hyper}
-        rates = {key: rate.unsqueeze(1) if torch.is_tensor(rate) else rate for key, rate in rates.items()}  # (P', 1)
+            rewards = rewards * _over_envs(scale)
+        rates = {key: _over_envs(self._per_member(key, rows)) for key in ("gamma", "gae_lambda") if key in self.hyper}
         return self.estimator(rewards, values, next_values, terminated, done, **rates)
 
     def _index(self, rows: Sequence[int]) -> Tensor:
@@ -582,6 +581,11 @@ class Learner:
         if std is not None:
             stats["train/policy_std"] = std.detach().flatten(1).mean(1)
         return Step(stats, (advantages, values, returns, mask), stepping, failed)
+
+
+def _over_envs(value: float | Tensor) -> float | Tensor:
+    """A per-member value ((P',) tensor) as (P', 1), broadcasting over a (T, P', N) rollout's envs."""
+    return value.unsqueeze(1) if torch.is_tensor(value) else value
 
 
 def _first(items: list):
